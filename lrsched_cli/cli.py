@@ -1,0 +1,189 @@
+"""The `lrsched` command line: parse, call one library function, render, map errors to exit codes.
+
+torch is imported only inside the commands that train, so `--help` and `plot` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from lrsched_cli import __version__, report, store
+from lrsched_cli.config import ConfigError, ExperimentConfig, load_config, locate
+
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_FAILED = 2, 3, 130, 1
+STATUS_EXIT_CODES = {"completed": 0, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}
+
+app = typer.Typer(
+    name="lrsched",
+    help="Compare PyTorch learning-rate schedulers on small models, from a YAML config.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+RunsDir = Annotated[
+    Path, typer.Option("--runs-dir", help="Where run directories are created.", file_okay=False)
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: key.path=value (repeatable)."),
+]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"lrsched {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Compare PyTorch learning-rate schedulers on small models, from a YAML config."""
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="The experiment's YAML config.")],
+    runs_dir: RunsDir = Path("runs"),
+    overrides: Overrides = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1)] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.", min=0)] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run dir.")] = False,
+) -> None:
+    """Train one config and save its run directory: metrics, steps, summary and plots."""
+    with _exit_codes(config):
+        cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
+        result = _train(cfg, runs_dir, quiet or as_json)
+        history = store.read_run(result.path)
+        _draw_plots(history, history.path)
+        _render_result(history, as_json, quiet)
+        raise typer.Exit(STATUS_EXIT_CODES.get(result.status, EXIT_FAILED))
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lrsched run`.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the PNGs here instead of the run directory.")
+    ] = None,
+) -> None:
+    """Redraw a finished run's PNGs from its metrics.csv and steps.csv (trains nothing)."""
+    with _exit_codes(None):
+        history = store.read_run(run_dir)
+        for path in _draw_plots(history, out or run_dir):
+            console.print(str(path))
+
+
+def _train(cfg: ExperimentConfig, runs_dir: Path, quiet: bool):
+    from lrsched_cli import runner  # torch is imported here, only by commands that train
+
+    if quiet:
+        return runner.run_experiment(cfg, runs_dir)
+    with _ProgressObserver() as observer:
+        return runner.run_experiment(cfg, runs_dir, observer)
+
+
+def _draw_plots(history: store.RunHistory, out_dir: Path) -> list[Path]:
+    from lrsched_cli.plots import plot_run
+
+    return plot_run(history, out_dir)
+
+
+def _render_result(history: store.RunHistory, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        print(json.dumps({"run_dir": str(history.path), **history.summary}, indent=2))
+    elif quiet:
+        print(history.path)
+    else:
+        console.print(report.render_run(history))
+        console.print(report.render_summary(history))
+
+
+class _exit_codes:  # noqa: N801 - used as a `with` block, like contextlib's lower-case helpers
+    """Turn the errors a user can cause into one red line and the exit code DESIGN.md gives."""
+
+    def __init__(self, config_path: Path | None):
+        self.config_path = config_path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None or isinstance(exc, typer.Exit | typer.Abort | SystemExit):
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        if isinstance(exc, ConfigError):
+            err.print(f"[red]error:[/] {self._locate(exc)}", highlight=False)
+            raise typer.Exit(EXIT_USAGE)
+        if isinstance(exc, store.RunNotFound):
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_USAGE)
+        run_dir = getattr(exc, "run_dir", None)
+        where = f"\nrun directory: {run_dir}" if run_dir else ""
+        cause = exc.__cause__ or exc
+        err.print(f"[red]failed:[/] {type(cause).__name__}: {cause}{where}", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+
+    def _locate(self, exc: ConfigError) -> str:
+        if exc.key is None or self.config_path is None:
+            return str(exc)
+        try:
+            text = self.config_path.read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        return locate(str(exc), exc.key, text, self.config_path)
+
+
+class _ProgressObserver:
+    """The runner's observer hooks drawn as a Rich progress display. Rich's own thread redraws
+    it at most 10 times a second; the loop only updates counters, never once per batch."""
+
+    LONG_EPOCH = 100  # batches; shorter epochs get no batch bar
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+        )  # fmt: skip
+        self.epochs_task = self.batches_task = None
+
+    def __enter__(self) -> _ProgressObserver:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
+
+    def on_start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
+        console.print(f"run directory: [bold]{run_dir}[/]", highlight=False)
+        self.epochs_task = self.progress.add_task("epochs", total=epochs)
+        if steps_per_epoch >= self.LONG_EPOCH:
+            self.batches_task = self.progress.add_task("batches", total=steps_per_epoch)
+
+    def on_batches(self, epoch: int, done: int, total: int) -> None:
+        if self.batches_task is not None:
+            self.progress.update(self.batches_task, completed=done)
+
+    def on_epoch(self, record: dict[str, Any]) -> None:
+        val = report.format_number(record["val_loss"])
+        description = f"epoch {record['epoch']} · val loss {val}"
+        self.progress.update(self.epochs_task, advance=1, description=description)

@@ -1,0 +1,238 @@
+"""The experiment config: YAML text -> frozen, validated `ExperimentConfig`. Never imports torch."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+METRICS = ("val_loss", "val_accuracy", "train_loss")
+
+
+class ConfigError(ValueError):
+    """A config the user must fix; `key` is its dotted path when one key is to blame."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Open(BaseModel):
+    """A block whose other keys are torch's keyword arguments, checked later against torch."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataConfig(_Closed):
+    name: str = Field(description="a registered dataset (`lrsched list datasets`)")
+    batch_size: int = Field(64, gt=0)
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of samples held out")
+    n_samples: int | None = Field(None, gt=0, description="synthetic datasets: how many")
+    noise: float | None = Field(None, ge=0, description="synthetic datasets: noise level")
+    path: str | None = Field(None, description="csv: the file to read")
+    target: str | None = Field(None, description="csv: the column to predict")
+    task: Literal["classification", "regression"] | None = Field(None, description="csv only")
+
+
+class ModelConfig(_Closed):
+    name: str = Field("mlp", description="linear | mlp | cnn | package.module:factory")
+    hidden: list[int] | None = Field(None, description="mlp: hidden layer sizes")
+    activation: str | None = Field(None, description="mlp: relu | tanh | gelu | ...")
+    dropout: float | None = Field(None, ge=0, lt=1, description="mlp, cnn: dropout rate")
+    channels: list[int] | None = Field(None, description="cnn: channels of each conv layer")
+
+    @field_validator("hidden", "channels")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes is not None and any(size <= 0 for size in sizes):
+            raise ValueError("every size must be a positive integer")
+        return sizes
+
+
+class OptimizerConfig(_Open):
+    name: str = Field(description="a torch.optim class name, e.g. SGD, Adam, AdamW")
+    lr: float = Field(gt=0, description="the initial learning rate")
+
+
+class SchedulerConfig(_Open):
+    name: str = Field("none", description="a torch.optim.lr_scheduler class name, or none")
+    interval: Literal["epoch", "step"] | None = Field(
+        None, description="when to step: default step for OneCycleLR and CyclicLR, else epoch"
+    )
+    monitor: Literal["val_loss", "val_accuracy", "train_loss"] | None = Field(
+        None, description="ReduceLROnPlateau: the metric it is fed (default val_loss)"
+    )
+    schedulers: list[SchedulerConfig] | None = Field(
+        None, description="SequentialLR, ChainedScheduler: the nested scheduler blocks"
+    )
+
+
+class ExperimentConfig(_Closed):
+    name: str = Field(description="names the run directory; default: the file's stem")
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto|cpu|cuda|cuda:N|mps")
+    epochs: int = Field(10, gt=0)
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data, leaving out keys that were never set."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def load_config(
+    path: Path,
+    overrides: list[str] = (),
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> ExperimentConfig:
+    """Read `path`, apply `--set key.path=value` overrides and options, and validate.
+
+    Example:
+        >>> cfg = load_config(Path("configs/quickstart.yaml"), ["optimizer.lr=0.05"])
+    """
+    text = _read_text(path)
+    raw = parse_yaml(text, path)
+    for override in overrides:
+        _apply_override(raw, override)
+    for key, value in (("epochs", epochs), ("seed", seed), ("device", device)):
+        if value is not None:
+            raw[key] = value
+    raw.setdefault("name", path.stem)
+    return validate(raw, text, path)
+
+
+def validate(raw: dict[str, Any], text: str = "", path: Path | None = None) -> ExperimentConfig:
+    """Validate plain data; errors name the key, its line in `text`, and the nearest valid key."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(error) for error in exc.errors()]
+        first_key = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        raise ConfigError(locate("\n".join(lines), first_key, text, path), first_key) from None
+
+
+def locate(message: str, key: str | None, text: str, path: Path | None) -> str:
+    """Prefix `message` with the file and the line where `key` is written, when known."""
+    if path is None:
+        return message
+    line = line_of(text, key) if key else None
+    where = f"{path}, line {line}" if line else str(path)
+    return f"{where}: {message}"
+
+
+def line_of(text: str, key: str) -> int | None:
+    """The 1-based line of dotted `key` in YAML `text`, or of its closest written parent."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in key.split("."):
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == part]
+            if not match:
+                break
+            line, node = match[0][0].start_mark.line + 1, match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def parse_yaml(text: str, path: Path) -> dict[str, Any]:
+    """Safe-load `text`: no python tags, a mapping at the top, errors with their line."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        if "constructor for the tag" in problem:
+            problem = f"tags such as {exc.problem.split(chr(39))[1]!r} are not allowed"
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; see configs/quickstart.yaml for a start")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {_kind(raw)}")
+    return raw
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. optimizer.lr=0.05")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {part!r} is not a mapping", key.strip())
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc)
+    if error["type"] == "extra_forbidden":
+        choices = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), choices, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{key}: unknown key; {hint}valid keys: {', '.join(choices)}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {error['msg'].lower()} (got {error['input']!r})"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        model = next(m for m in _models_in(annotation))
+    return list(model.model_fields)
+
+
+def _models_in(annotation: Any):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in getattr(annotation, "__args__", ()):
+        yield from _models_in(arg)
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string"}.get(type(value), type(value).__name__)

@@ -1,0 +1,200 @@
+"""Datasets by name: synthetic ones, scikit-learn's shipped ones, and CSV files; split and scaled."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrsched_cli.config import ConfigError, DataConfig
+from lrsched_cli.registry import bind_options, lookup_name
+
+CLASSIFICATION, REGRESSION = "classification", "regression"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    load: Callable[..., tuple[np.ndarray, np.ndarray]]
+    task: str | None  # None: the config says (csv)
+    description: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Standardized train and validation tensors, on the CPU until the runner moves them."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    task: str
+    n_outputs: int  # classes for classification, 1 for regression
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, task: str | None, description: str):
+    """Add a loader `(rng, **options) -> (features, targets)` under `name`."""
+
+    def decorate(load):
+        DATASETS[name] = DatasetSpec(load, task, description)
+        return load
+
+    return decorate
+
+
+def resolve_data(cfg: DataConfig) -> DataConfig:
+    """`cfg` with the dataset's name checked and its options' defaults filled in."""
+    name = lookup_name(cfg.name, DATASETS, "dataset", "data.name")
+    given = cfg.model_dump(exclude_none=True, exclude={"name", "batch_size", "val_fraction"})
+    options = bind_options(DATASETS[name].load, given, "data", f"dataset {name!r}", skip=1)
+    return DataConfig.model_validate({**cfg.model_dump(), "name": name, **options})
+
+
+def build_dataset(cfg: DataConfig, data_seed: int, split_seed: int) -> Dataset:
+    """Load a resolved `cfg`, split it with `split_seed` and standardize with train statistics."""
+    spec = DATASETS[cfg.name]
+    options = cfg.model_dump(exclude_none=True, exclude={"name", "batch_size", "val_fraction"})
+    task = spec.task or options["task"]
+    features, targets = spec.load(np.random.default_rng(data_seed), **options)
+    features = features.astype(np.float32)
+    order = np.random.default_rng(split_seed).permutation(len(features))
+    n_val = min(max(1, round(len(features) * cfg.val_fraction)), len(features) - 1)
+    val, train = order[:n_val], order[n_val:]
+    x_train, x_val = _standardize(features[train], features[val])
+    if task == CLASSIFICATION:
+        classes, labels = np.unique(targets, return_inverse=True)
+        y = torch.as_tensor(labels.reshape(-1), dtype=torch.long)
+        y_train, y_val, n_outputs = y[train], y[val], len(classes)
+    else:
+        y_scaled = _standardize(targets[train].reshape(-1, 1), targets[val].reshape(-1, 1))
+        y_train, y_val, n_outputs = *y_scaled, 1
+    return Dataset(x_train, y_train, x_val, y_val, task, n_outputs)
+
+
+def _standardize(train: np.ndarray, val: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale each feature by train mean and std; constant features (digit corners) stay 0."""
+    train, val = train.astype(np.float32), val.astype(np.float32)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std[std < 1e-8] = 1.0
+    return torch.from_numpy((train - mean) / std), torch.from_numpy((val - mean) / std)
+
+
+def _sklearn_seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**31 - 1))
+
+
+@register_dataset("moons", CLASSIFICATION, "two interleaving half circles, 2 features")
+def moons(rng, n_samples: int = 1000, noise: float = 0.2):
+    from sklearn.datasets import make_moons
+
+    return make_moons(n_samples, noise=noise, random_state=_sklearn_seed(rng))
+
+
+@register_dataset("circles", CLASSIFICATION, "a circle inside a circle, 2 features")
+def circles(rng, n_samples: int = 1000, noise: float = 0.1):
+    from sklearn.datasets import make_circles
+
+    return make_circles(n_samples, noise=noise, factor=0.5, random_state=_sklearn_seed(rng))
+
+
+@register_dataset("blobs", CLASSIFICATION, "three Gaussian clusters, 2 features")
+def blobs(rng, n_samples: int = 1000, noise: float = 1.0):
+    from sklearn.datasets import make_blobs
+
+    return make_blobs(n_samples, centers=3, cluster_std=max(noise, 1e-6),
+                      random_state=_sklearn_seed(rng))  # fmt: skip
+
+
+@register_dataset("spirals", CLASSIFICATION, "two interleaved spirals, 2 features")
+def spirals(rng, n_samples: int = 1000, noise: float = 0.2):
+    labels = rng.integers(0, 2, n_samples)
+    radius = rng.uniform(0.1, 1.0, n_samples)
+    angle = 3 * math.pi * radius + math.pi * labels
+    points = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    return points + rng.normal(0, noise * 0.1, points.shape), labels
+
+
+@register_dataset("xor", CLASSIFICATION, "label = sign(x1 * x2) on noisy uniform points, 2 features")
+def xor(rng, n_samples: int = 1000, noise: float = 0.1):
+    points = rng.uniform(-1, 1, (n_samples, 2))
+    labels = (points[:, 0] * points[:, 1] > 0).astype(np.int64)
+    return points + rng.normal(0, noise, points.shape), labels
+
+
+@register_dataset("sine", REGRESSION, "y = sin(x) + noise on [-pi, pi], 1 feature")
+def sine(rng, n_samples: int = 1000, noise: float = 0.1):
+    x = rng.uniform(-math.pi, math.pi, (n_samples, 1))
+    return x, np.sin(x[:, 0]) + rng.normal(0, noise, n_samples)
+
+
+@register_dataset("linear", REGRESSION, "y = x @ w + b + noise, 5 features")
+def linear(rng, n_samples: int = 1000, noise: float = 0.1):
+    x = rng.normal(0, 1, (n_samples, 5))
+    weights, bias = rng.normal(0, 1, 5), rng.normal()
+    return x, x @ weights + bias + rng.normal(0, noise, n_samples)
+
+
+def _shipped(loader_name: str, image_shape: tuple[int, ...] | None = None):
+    """A scikit-learn dataset that ships inside the package: nothing is downloaded."""
+
+    def load(rng):
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, loader_name)()
+        features = bunch.data if image_shape is None else bunch.data.reshape(-1, *image_shape)
+        return features, bunch.target
+
+    return load
+
+
+register_dataset("digits", CLASSIFICATION, "8x8 images of digits, 10 classes, 1,797 samples")(
+    _shipped("load_digits", image_shape=(1, 8, 8))
+)
+register_dataset("iris", CLASSIFICATION, "iris flowers, 4 features, 3 classes, 150 samples")(
+    _shipped("load_iris")
+)
+register_dataset("wine", CLASSIFICATION, "wine cultivars, 13 features, 3 classes, 178 samples")(
+    _shipped("load_wine")
+)
+register_dataset("breast_cancer", CLASSIFICATION, "tumours, 30 features, 2 classes, 569 samples")(
+    _shipped("load_breast_cancer")
+)
+register_dataset("diabetes", REGRESSION, "disease progression, 10 features, 442 samples")(
+    _shipped("load_diabetes")
+)
+
+
+@register_dataset("csv", None, "a CSV file of numbers: data.path, data.target, data.task")
+def csv_file(rng, path: str, target: str, task: str):
+    """Numeric feature columns; the target column may hold class labels of any text."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise ConfigError(f"data.path: cannot read {path}: {exc.strerror}", "data.path") from None
+    if not rows:
+        raise ConfigError(f"data.path: {path} has no data rows", "data.path")
+    columns = list(rows[0])
+    if target not in columns:
+        raise ConfigError(f"data.target: {path} has no column {target!r}; it has: "
+                          f"{', '.join(columns)}", "data.target")  # fmt: skip
+    feature_names = [c for c in columns if c != target]
+    try:
+        features = np.array([[float(row[c]) for c in feature_names] for row in rows])
+        targets = np.array([row[target] if task == CLASSIFICATION else float(row[target])
+                            for row in rows])  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.path: {path} has a value that is not a number: {exc}",
+                          "data.path") from None
+    return features, targets

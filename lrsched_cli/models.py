@@ -1,0 +1,110 @@
+"""Toy models by name: linear, mlp, cnn, or a `package.module:factory` of the user's."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from lrsched_cli.config import ConfigError, ModelConfig
+from lrsched_cli.registry import bind_options, lookup_name
+
+ACTIVATIONS = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[..., nn.Module]  # (input_shape, n_outputs, **options) -> module
+    description: str
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, description: str):
+    """Add a factory `(input_shape, n_outputs, **options) -> nn.Module` under `name`."""
+
+    def decorate(build):
+        MODELS[name] = ModelSpec(build, description)
+        return build
+
+    return decorate
+
+
+def resolve_model(cfg: ModelConfig) -> ModelConfig:
+    """`cfg` with the model name checked and its options' defaults filled in."""
+    if ":" in cfg.name:
+        _import_factory(cfg.name)
+        return cfg
+    name = lookup_name(cfg.name, MODELS, "model", "model.name")
+    given = cfg.model_dump(exclude_none=True, exclude={"name"})
+    options = bind_options(MODELS[name].build, given, "model", f"model {name!r}", skip=2)
+    return ModelConfig.model_validate({"name": name, **options})
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    """Build a resolved model config for data of `input_shape` (one sample) and `n_outputs`."""
+    options = cfg.model_dump(exclude_none=True, exclude={"name"})
+    if ":" in cfg.name:
+        return _import_factory(cfg.name)(input_shape, n_outputs, **options)
+    return MODELS[cfg.name].build(input_shape, n_outputs, **options)
+
+
+@register_model("linear", "one linear layer: logistic or linear regression")
+def linear(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), n_outputs))
+
+
+@register_model("mlp", "fully connected layers with an activation and optional dropout")
+def mlp(
+    input_shape: tuple[int, ...],
+    n_outputs: int,
+    hidden: list[int] = (64, 64),
+    activation: str = "relu",
+    dropout: float = 0.0,
+) -> nn.Module:
+    if activation not in ACTIVATIONS:
+        lookup_name(activation, ACTIVATIONS, "activation", "model.activation")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for size in hidden:
+        layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+        layers += [nn.Dropout(dropout)] if dropout else []
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, n_outputs))
+
+
+@register_model("cnn", "a small conv net for image-shaped data such as the 8x8 digits")
+def cnn(
+    input_shape: tuple[int, ...],
+    n_outputs: int,
+    channels: list[int] = (16, 32),
+    dropout: float = 0.0,
+) -> nn.Module:
+    if len(input_shape) != 3:
+        raise ConfigError(f"model.name: cnn needs image-shaped data (channels, height, width), "
+                          f"such as digits; this dataset gives {input_shape[-1]} features; "
+                          "use mlp", "model.name")  # fmt: skip
+    layers: list[nn.Module] = []
+    width = input_shape[0]
+    for size in channels:
+        layers += [nn.Conv2d(width, size, kernel_size=3, padding=1), nn.ReLU()]
+        width = size
+    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+    layers += [nn.Dropout(dropout)] if dropout else []
+    return nn.Sequential(*layers, nn.Linear(width * 4, n_outputs))
+
+
+def _import_factory(target: str) -> Callable[..., nn.Module]:
+    module_name, _, attribute = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"model.name: cannot load factory {target!r}: {exc}",
+                          "model.name") from None

@@ -1,0 +1,121 @@
+"""PNG plots of a run, drawn from its stored files with matplotlib's Figure API (no pyplot state).
+
+matplotlib is imported inside the functions and torch never, so `lrsched plot` starts fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lrsched_cli.store import RunHistory
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+DECADE_RATIO = 10  # a range spanning this factor or more is drawn on a log axis
+FIGSIZE, DPI = (7, 4), 120
+
+
+def plot_run(history: RunHistory, out_dir: Path) -> list[Path]:
+    """Draw lr.png, loss.png and, for classification, accuracy.png; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [plot_lr(history, out_dir / "lr.png"), plot_losses(history, out_dir / "loss.png")]
+    if any(value is not None for value in history.column("val_accuracy")):
+        paths.append(plot_accuracy(history, out_dir / "accuracy.png"))
+    return paths
+
+
+def plot_lr(history: RunHistory, path: Path) -> Path:
+    """The lr each epoch trained with; for step schedules, every optimizer step as well."""
+    figure, axes = _figure(f"{history.name}: learning rate ({_scheduler_name(history)})")
+    epochs, lrs = history.column("epoch"), history.column("lr")
+    steps = [row for row in history.steps if row.get("lr") is not None]
+    if _varies_within_epochs(history):
+        axes.plot(_fractional_epochs(steps), [row["lr"] for row in steps], color="tab:blue", lw=1.2, label="lr per step")
+        axes.plot(epochs, lrs, "o", color="tab:orange", ms=3, label="lr at epoch start")
+        values = [row["lr"] for row in steps]
+    else:
+        axes.step(epochs, lrs, where="post", color="tab:blue", lw=1.5, marker="o", ms=3,
+                  label="lr (whole epoch)")  # fmt: skip
+        values = lrs
+    _log_scale_if_wide(axes, values)
+    axes.set_ylabel("learning rate")
+    return _save(figure, axes, path)
+
+
+def plot_losses(history: RunHistory, path: Path) -> Path:
+    """Train and val loss per epoch, the best val epoch marked."""
+    figure, axes = _figure(f"{history.name}: loss")
+    epochs = history.column("epoch")
+    train, val = history.column("train_loss"), history.column("val_loss")
+    axes.plot(epochs, train, marker="o", ms=3, label="train loss")
+    axes.plot(epochs, val, marker="o", ms=3, label="val loss")
+    best = history.summary.get("best_epoch")
+    if best is not None:
+        axes.axvline(best, color="grey", ls=":", lw=1, label=f"best val loss (epoch {best})")
+    _log_scale_if_wide(axes, train + val)
+    axes.set_ylabel("loss")
+    return _save(figure, axes, path)
+
+
+def plot_accuracy(history: RunHistory, path: Path) -> Path:
+    """Validation accuracy per epoch."""
+    figure, axes = _figure(f"{history.name}: validation accuracy")
+    accuracy = [None if v is None else 100 * v for v in history.column("val_accuracy")]
+    axes.plot(history.column("epoch"), accuracy, marker="o", ms=3, color="tab:green",
+              label="val accuracy")  # fmt: skip
+    axes.set_ylabel("accuracy (%)")
+    return _save(figure, axes, path)
+
+
+def _figure(title: str):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_title(title)
+    axes.set_xlabel("epoch")
+    axes.grid(True, which="major", alpha=0.3)
+    return figure, axes
+
+
+def _save(figure, axes: Axes, path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(loc="best")
+    figure.savefig(path)
+    return path
+
+
+def _log_scale_if_wide(axes: Axes, values: list) -> None:
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if finite and min(finite) > 0 and max(finite) / min(finite) >= DECADE_RATIO:
+        if len(finite) == len([v for v in values if v is not None]):  # log of 0 would hide points
+            axes.set_yscale("log")
+
+
+def _fractional_epochs(steps: list[dict]) -> list[float]:
+    """Step i of n in epoch e sits at e + i/n, so steps line up with the epoch axis."""
+    per_epoch = Counter(row["epoch"] for row in steps)
+    seen: Counter = Counter()
+    positions = []
+    for row in steps:
+        positions.append(row["epoch"] + seen[row["epoch"]] / per_epoch[row["epoch"]])
+        seen[row["epoch"]] += 1
+    return positions
+
+
+def _varies_within_epochs(history: RunHistory) -> bool:
+    first_lr: dict[int, float] = {}
+    for row in history.steps:
+        if first_lr.setdefault(row["epoch"], row["lr"]) != row["lr"]:
+            return True
+    return False
+
+
+def _scheduler_name(history: RunHistory) -> str:
+    return str(history.config.get("scheduler", {}).get("name", "none"))

@@ -1,0 +1,362 @@
+"""Config names -> torch's optimizer and scheduler classes, with kwargs checked against torch.
+
+torch is imported inside functions only, so importing this module is free.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import difflib
+import importlib
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lrsched_cli.config import ConfigError, OptimizerConfig, SchedulerConfig
+from lrsched_cli.expressions import LrExpression
+
+if TYPE_CHECKING:
+    import torch
+
+SCHEDULER_MODULE = "torch.optim.lr_scheduler"
+# Arguments lrsched owns: torch's `last_epoch` would bypass state_dict on resume.
+MANAGED = {"self", "optimizer", "params", "schedulers", "last_epoch"}
+# Optimizers whose step() needs more than a plain loss.backward(): a closure or sparse gradients.
+UNSUPPORTED_OPTIMIZERS = {
+    "LBFGS": "its step() needs a closure that re-evaluates the loss",
+    "SparseAdam": "it needs sparse gradients, which these models do not produce",
+    "Muon": "it accepts only 2-D parameters, and these models have biases",
+}
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """What torch's signature does not say about a scheduler."""
+
+    interval: str = "epoch"  # "step" where the schedule is laid out in optimizer steps
+    needs_metric: bool = False  # step(metrics) instead of step()
+    expression_args: tuple[str, ...] = ()  # arguments given as LrExpression text
+    composite: bool = False  # takes nested `schedulers:` blocks
+
+
+SPECS = {
+    "OneCycleLR": SchedulerSpec(interval="step"),
+    "CyclicLR": SchedulerSpec(interval="step"),
+    "ReduceLROnPlateau": SchedulerSpec(needs_metric=True),
+    "LambdaLR": SchedulerSpec(expression_args=("lr_lambda",)),
+    "MultiplicativeLR": SchedulerSpec(expression_args=("lr_lambda",)),
+    "SequentialLR": SchedulerSpec(composite=True),
+    "ChainedScheduler": SchedulerSpec(composite=True),
+}
+SCHEDULER_ALIASES = {
+    "step": "StepLR", "multistep": "MultiStepLR", "exponential": "ExponentialLR",
+    "cosine": "CosineAnnealingLR", "cosine_restarts": "CosineAnnealingWarmRestarts",
+    "onecycle": "OneCycleLR", "cyclic": "CyclicLR", "plateau": "ReduceLROnPlateau",
+    "lambda": "LambdaLR", "multiplicative": "MultiplicativeLR", "linear": "LinearLR",
+    "constant": "ConstantLR", "polynomial": "PolynomialLR", "sequential": "SequentialLR",
+    "chained": "ChainedScheduler",
+}  # fmt: skip
+
+
+def scheduler_classes() -> dict[str, type]:
+    """Every scheduler class torch.optim.lr_scheduler defines, by class name."""
+    module = importlib.import_module(SCHEDULER_MODULE)
+    base = module.LRScheduler
+    return {
+        name: cls
+        for name, cls in vars(module).items()
+        if isinstance(cls, type)
+        and not name.startswith("_")
+        and cls.__module__ == SCHEDULER_MODULE
+        and (issubclass(cls, base) or name == "ReduceLROnPlateau")
+        and cls is not base
+    }
+
+
+def optimizer_classes() -> dict[str, type]:
+    """Every torch.optim optimizer that trains with a plain loss.backward(); step()."""
+    import torch
+
+    return {
+        name: cls
+        for name, cls in vars(torch.optim).items()
+        if isinstance(cls, type)
+        and issubclass(cls, torch.optim.Optimizer)
+        and cls is not torch.optim.Optimizer
+        and name not in UNSUPPORTED_OPTIMIZERS
+    }
+
+
+def canonical_scheduler_name(name: str) -> str:
+    """The torch class name for `name` (an alias or any capitalisation), or `none`."""
+    if name.lower() == "none":
+        return "none"
+    classes = scheduler_classes()
+    return lookup_name(name, classes, "scheduler", "scheduler.name", SCHEDULER_ALIASES, ("none",))
+
+
+def scheduler_spec(name: str) -> SchedulerSpec:
+    return SPECS.get(name, SchedulerSpec())
+
+
+def resolve_scheduler(
+    cfg: SchedulerConfig, epochs: int, steps_per_epoch: int, task: str
+) -> SchedulerConfig:
+    """Fill in what the run will use: the class name, interval, monitor, OneCycleLR total_steps."""
+    name = canonical_scheduler_name(cfg.name)
+    if name == "none":
+        _refuse_keys(cfg, "none", ["interval", "monitor", "schedulers", *cfg.kwargs])
+        return SchedulerConfig(name="none")
+    spec = scheduler_spec(name)
+    children = _resolve_children(cfg, name, epochs, steps_per_epoch, task)
+    interval = cfg.interval or _default_interval(name, cfg.schedulers)
+    if spec.needs_metric and interval == "step":
+        raise ConfigError("scheduler.interval: ReduceLROnPlateau is stepped once per epoch, "
+                          "with that epoch's metric; use interval: epoch", "scheduler.interval")
+    updates: dict[str, Any] = {"name": name, "interval": interval, "schedulers": children}
+    if spec.needs_metric:
+        updates["monitor"] = cfg.monitor or "val_loss"
+        updates["mode"] = _plateau_mode(cfg, updates["monitor"], task)
+    elif cfg.monitor is not None:
+        raise ConfigError(f"scheduler.monitor: only ReduceLROnPlateau is fed a metric, not {name}",
+                          "scheduler.monitor")
+    if name == "OneCycleLR" and not _has_cycle_length(cfg.kwargs):
+        updates["total_steps"] = epochs * (steps_per_epoch if interval == "step" else 1)
+    return SchedulerConfig.model_validate({**cfg.model_dump(exclude_none=True), **updates})
+
+
+def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The torch optimizer `cfg.name`, constructed with the config's keyword arguments."""
+    classes = optimizer_classes()
+    if cfg.name in UNSUPPORTED_OPTIMIZERS:
+        raise ConfigError(f"optimizer.name: {cfg.name} is not supported: "
+                          f"{UNSUPPORTED_OPTIMIZERS[cfg.name]}", "optimizer.name")
+    cls = classes[lookup_name(cfg.name, classes, "optimizer", "optimizer.name")]
+    kwargs = {"lr": cfg.lr, **cfg.kwargs}
+    return _construct(cls, params, kwargs, "optimizer")
+
+
+def build_scheduler(optimizer, cfg: SchedulerConfig, key: str = "scheduler"):
+    """The torch scheduler of a resolved config, or None for `none` (a constant lr)."""
+    if cfg.name == "none":
+        return None
+    cls = scheduler_classes()[cfg.name]
+    spec = scheduler_spec(cfg.name)
+    kwargs = cfg.kwargs
+    for arg in spec.expression_args:
+        if arg in kwargs:
+            kwargs[arg] = _expressions(kwargs[arg], f"{key}.{arg}")
+    if spec.composite:
+        children = [
+            build_scheduler(optimizer, child, f"{key}.schedulers.{i}")
+            for i, child in enumerate(cfg.schedulers)
+        ]
+        first_param = next(iter(inspect.signature(cls).parameters))
+        if first_param == "schedulers":  # ChainedScheduler(schedulers, optimizer=None)
+            return _construct(cls, children, {"optimizer": optimizer, **kwargs}, key)
+        return _construct(cls, optimizer, {"schedulers": children, **kwargs}, key)
+    return _construct(cls, optimizer, kwargs, key)
+
+
+def check_expressions(cfg: SchedulerConfig, counters: range, key: str = "scheduler") -> None:
+    """Evaluate every lr expression at each counter the run will step through."""
+    for arg in scheduler_spec(cfg.name).expression_args:
+        if arg in cfg.kwargs:
+            for expression in _as_list(_expressions(cfg.kwargs[arg], f"{key}.{arg}")):
+                expression.check(counters)
+    for i, child in enumerate(cfg.schedulers or []):
+        check_expressions(child, counters, f"{key}.schedulers.{i}")
+
+
+def accepted_arguments(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments a config may give `cls`: its signature less what lrsched manages."""
+    return {
+        name: param
+        for name, param in inspect.signature(cls).parameters.items()
+        if name not in MANAGED
+        and param.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+
+
+def _construct(cls: type, first: Any, kwargs: dict[str, Any], key: str):
+    accepted = accepted_arguments(cls)
+    for name in kwargs:
+        if name not in accepted:
+            where = f"{key}.{name}"
+            if name == "last_epoch":
+                raise ConfigError(f"{where}: lrsched manages last_epoch; leave it out", where)
+            close = difflib.get_close_matches(name, accepted, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{where}: {cls.__name__} does not take {name!r}; {hint}"
+                              f"it takes: {', '.join(accepted) or 'no arguments'}", where)
+    missing = [
+        name for name, param in accepted.items()
+        if param.default is inspect.Parameter.empty and name not in kwargs
+    ]  # fmt: skip
+    if missing:
+        where = f"{key}.{missing[0]}"
+        raise ConfigError(f"{where}: {cls.__name__} requires {', '.join(missing)}", where)
+    checked = {name: _check_type(cls, accepted[name], value, f"{key}.{name}")
+               for name, value in kwargs.items()}
+    try:
+        return cls(first, **checked)
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+        raise ConfigError(f"{key}: torch's {cls.__name__} rejected these arguments: {exc}",
+                          key) from None
+
+
+def _check_type(owner: Any, param: inspect.Parameter, value: Any, where: str) -> Any:
+    """Validate (and coerce, e.g. "0.1" -> 0.1) `value` against torch's own annotation."""
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    annotation = _annotation(owner, param)
+    if annotation is None:
+        return value
+    try:
+        adapter = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:  # an annotation pydantic cannot model: leave it to torch
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        message = exc.errors()[0]["msg"].lower()
+        raise ConfigError(f"{where}: {owner.__name__} expects {expected}; {message} "
+                          f"(got {value!r})", where) from None
+
+
+def _annotation(owner: Any, param: inspect.Parameter) -> Any:
+    annotation = param.annotation
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        import torch
+
+        namespace = {**vars(typing), **vars(collections.abc), "torch": torch, "Tensor": torch.Tensor}
+        namespace.update(vars(importlib.import_module(owner.__module__)))
+        try:
+            annotation = eval(annotation, namespace)  # torch's own annotation text, not user input
+        except Exception:
+            return None
+    return annotation
+
+
+def lookup_name(
+    name: str, table: dict, kind: str, key: str, aliases: dict | None = None, extra: tuple = ()
+) -> str:
+    """The entry of `table` that `name` means (exactly, by alias, or in any case), or an error
+    that names the closest entry and lists them all."""
+    aliases = aliases or {}
+    if name in table:
+        return name
+    by_lower = {entry.lower(): entry for entry in table}
+    found = aliases.get(name.lower()) or by_lower.get(name.lower())
+    if found:
+        return found
+    pool = {**by_lower, **aliases}
+    close = difflib.get_close_matches(name.lower(), pool, n=1, cutoff=0.5)
+    hint = f"did you mean {pool[close[0]]!r}? " if close else ""
+    raise ConfigError(f"{key}: unknown {kind} {name!r}; {hint}choose one of: "
+                      f"{', '.join([*sorted(table), *extra])}", key)
+
+
+def bind_options(fn, given: dict[str, Any], key: str, owner: str, skip: int) -> dict[str, Any]:
+    """Check `given` against `fn`'s keyword parameters (after the first `skip`) and fill in the
+    defaults of the rest: the options a resolved config records."""
+    params = dict(list(inspect.signature(fn).parameters.items())[skip:])
+    for name in given:
+        if name not in params:
+            raise ConfigError(f"{key}.{name}: {owner} takes no {name!r}; it takes: "
+                              f"{', '.join(params) or 'no options'}", f"{key}.{name}")
+    options = {}
+    for name, param in params.items():
+        if name in given:
+            options[name] = _check_type(fn, param, given[name], f"{key}.{name}")
+        elif param.default is inspect.Parameter.empty:
+            raise ConfigError(f"{key}.{name}: {owner} requires {name!r}", f"{key}.{name}")
+        else:
+            options[name] = param.default
+    return options
+
+
+def _resolve_children(cfg, name, epochs, steps_per_epoch, task) -> list[SchedulerConfig] | None:
+    if not scheduler_spec(name).composite:
+        _refuse_keys(cfg, name, ["schedulers"])
+        return None
+    if not cfg.schedulers:
+        raise ConfigError(f"scheduler.schedulers: {name} needs a list of nested scheduler blocks",
+                          "scheduler.schedulers")
+    resolved = []
+    for i, child in enumerate(cfg.schedulers):
+        key = f"scheduler.schedulers.{i}"
+        _refuse_keys(child, "a nested scheduler", ["interval", "monitor"], key)
+        child_name = canonical_scheduler_name(child.name)
+        if scheduler_spec(child_name).needs_metric or child_name == "none":
+            raise ConfigError(f"{key}.name: {name} cannot hold {child_name}; torch refuses it "
+                              "(use ReduceLROnPlateau on its own)", f"{key}.name")
+        resolved.append(resolve_scheduler(child, epochs, steps_per_epoch, task))
+    interval = cfg.interval or _default_interval(name, cfg.schedulers)
+    run_length = epochs * (steps_per_epoch if interval == "step" else 1)
+    milestones = cfg.kwargs.get("milestones") if name == "SequentialLR" else None
+    fitted = []
+    for i, (child, given) in enumerate(zip(resolved, cfg.schedulers, strict=True)):
+        # Nested schedulers step at the parent's interval; a OneCycleLR spans its segment only.
+        data = child.model_dump(exclude_none=True)
+        data.pop("interval")
+        if child.name == "OneCycleLR" and not _has_cycle_length(given.kwargs):
+            data["total_steps"] = max(_segment_length(i, milestones, run_length), 1)
+        fitted.append(SchedulerConfig.model_validate(data))
+    return fitted
+
+
+def _segment_length(index: int, milestones: list | None, run_length: int) -> int:
+    if not isinstance(milestones, list) or not all(isinstance(m, int) for m in milestones):
+        return run_length
+    bounds = [0, *milestones, run_length]
+    if index + 1 >= len(bounds):
+        return run_length
+    return bounds[index + 1] - bounds[index]
+
+
+def _default_interval(name: str, children: list[SchedulerConfig] | None) -> str:
+    if children:
+        steps = [scheduler_spec(canonical_scheduler_name(c.name)).interval for c in children]
+        return "step" if "step" in steps else "epoch"
+    return scheduler_spec(name).interval
+
+
+def _plateau_mode(cfg: SchedulerConfig, monitor: str, task: str) -> str:
+    if monitor == "val_accuracy" and task != "classification":
+        raise ConfigError("scheduler.monitor: val_accuracy exists only for classification; "
+                          "this dataset is regression, monitor val_loss", "scheduler.monitor")
+    wanted = "max" if monitor == "val_accuracy" else "min"
+    mode = cfg.kwargs.get("mode", wanted)
+    if mode != wanted:
+        raise ConfigError(f"scheduler.mode: mode {mode!r} contradicts monitor {monitor!r}, which "
+                          f"should be {'maximised' if wanted == 'max' else 'minimised'}; "
+                          f"use mode: {wanted}", "scheduler.mode")
+    return mode
+
+
+def _has_cycle_length(kwargs: dict[str, Any]) -> bool:
+    return "total_steps" in kwargs or ("epochs" in kwargs and "steps_per_epoch" in kwargs)
+
+
+def _refuse_keys(cfg: SchedulerConfig, owner: str, keys: list[str], key: str = "scheduler"):
+    given = cfg.model_dump(exclude_none=True)
+    for name in keys:
+        if name in given and name != "name":
+            raise ConfigError(f"{key}.{name}: {owner} takes no {name!r}", f"{key}.{name}")
+
+
+def _expressions(value: Any, key: str):
+    if isinstance(value, LrExpression):
+        return value
+    if isinstance(value, list):
+        return [_expressions(item, f"{key}.{i}") for i, item in enumerate(value)]
+    return LrExpression(value, key)
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]

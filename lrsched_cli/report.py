@@ -1,0 +1,95 @@
+"""Rich tables of runs; they are returned, never printed here. Never imports torch."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from lrsched_cli.store import RunHistory
+
+STATUS_STYLES = {"completed": "green", "interrupted": "yellow", "diverged": "red", "failed": "red"}
+HEAD, TAIL = 5, 5  # rows kept at each end of a long run
+
+
+def render_run(history: RunHistory, max_rows: int = 30) -> Table:
+    """The per-epoch table: lr, losses, accuracy, time. Long runs keep both ends, every lr
+    change and the best epoch, and mark the rows left out."""
+    step_interval = history.config.get("scheduler", {}).get("interval") == "step"
+    table = Table(title=f"{history.name}  ({history.path})", title_justify="left")
+    table.add_column("epoch", justify="right")
+    table.add_column("lr (epoch start)" if step_interval else "lr", justify="right")
+    table.add_column("train loss", justify="right")
+    table.add_column("val loss", justify="right")
+    has_accuracy = any(row.get("val_accuracy") is not None for row in history.epochs)
+    if has_accuracy:
+        table.add_column("val acc", justify="right")
+    table.add_column("time", justify="right")
+    best = history.summary.get("best_epoch")
+    previous_index = 0
+    for index in _rows_to_show(history, max_rows):
+        if index > previous_index + 1:
+            table.add_row("…", *[""] * (len(table.columns) - 1), style="dim")
+        table.add_row(*_cells(history.epochs[index], has_accuracy), style=_style(index, best))
+        previous_index = index
+    return table
+
+
+def render_summary(history: RunHistory) -> Text:
+    """One closing paragraph: status, best and final val loss, time, and where the run is."""
+    summary = history.summary
+    status = summary.get("status", "unknown")
+    text = Text()
+    text.append(f"{status}", style=STATUS_STYLES.get(status, "bold"))
+    text.append(f": {summary.get('epochs_done', len(history.epochs))}/"
+                f"{summary.get('epochs_planned', '?')} epochs in "
+                f"{summary.get('wall_seconds', 0):.1f} s on {summary.get('device', '?')}")  # fmt: skip
+    if "best_val_loss" in summary:
+        text.append(f"; best val loss {format_number(summary['best_val_loss'])} "
+                    f"(epoch {summary['best_epoch']}), final "
+                    f"{format_number(summary['final_val_loss'])}")  # fmt: skip
+    if "final_val_accuracy" in summary:
+        text.append(f", final val acc {summary['final_val_accuracy']:.1%}")
+    text.append("\nrun directory: ")
+    text.append(str(history.path), style="bold")
+    return text
+
+
+def format_number(value: Any) -> str:
+    """Four significant digits; small lrs keep theirs (1.000e-05)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+def _rows_to_show(history: RunHistory, max_rows: int) -> list[int]:
+    rows = history.epochs
+    if len(rows) <= max_rows:
+        return list(range(len(rows)))
+    keep = set(range(HEAD)) | set(range(len(rows) - TAIL, len(rows)))
+    keep |= {i for i in range(1, len(rows)) if rows[i].get("lr") != rows[i - 1].get("lr")}
+    keep |= {i for i, row in enumerate(rows) if row.get("epoch") == history.summary.get("best_epoch")}
+    return sorted(keep)[: max_rows * 2]
+
+
+def _cells(row: dict[str, Any], has_accuracy: bool) -> list[str]:
+    cells = [str(row["epoch"]), format_number(row.get("lr")),
+             format_number(row.get("train_loss")), format_number(row.get("val_loss"))]  # fmt: skip
+    if has_accuracy:
+        accuracy = row.get("val_accuracy")
+        cells.append("-" if accuracy is None else f"{accuracy:.1%}")
+    seconds = row.get("seconds")
+    cells.append("-" if seconds is None else f"{seconds:.2f}s")
+    return cells
+
+
+def _style(index: int, best_epoch: Any) -> str | None:
+    return "bold green" if best_epoch == index + 1 else None

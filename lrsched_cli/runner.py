@@ -1,0 +1,341 @@
+"""Train one config: seed the random streams, build the components, run the loop, store each epoch."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrsched_cli import __version__, store
+from lrsched_cli.config import ConfigError, ExperimentConfig
+from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_data
+from lrsched_cli.models import build_model, resolve_model
+from lrsched_cli.registry import (
+    build_optimizer,
+    build_scheduler,
+    check_expressions,
+    resolve_scheduler,
+    scheduler_spec,
+)
+
+# Separate streams, so that two configs differing only in their schedule see identical data,
+# weights and batches for the same seed, and nothing one component draws shifts another.
+STREAMS = ("data", "split", "init", "batches", "dropout")
+EVAL_BATCH = 4096
+
+
+class RunFailed(RuntimeError):
+    """Training raised; the run directory keeps every finished epoch and says `failed`."""
+
+    def __init__(self, run_dir: Path, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.run_dir = run_dir
+
+
+class RunObserver:
+    """Hooks for showing progress (the CLI passes any object with these methods); no-ops here."""
+
+    def on_start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None: ...
+
+    def on_batches(self, epoch: int, done: int, total: int) -> None: ...
+
+    def on_epoch(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class RunResult:
+    path: Path
+    status: str  # completed | interrupted | diverged | failed
+    summary: dict[str, Any]
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, built and checked before any file is written."""
+
+    config: ExperimentConfig  # resolved: every default filled in
+    device: torch.device
+    dataset: Dataset
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch scheduler, or None for a constant lr
+    batch_generator: torch.Generator
+    dropout_seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.dataset.x_train) / self.config.data.batch_size)
+
+    @property
+    def steps_scheduler_per_batch(self) -> bool:
+        return self.scheduler is not None and self.config.scheduler.interval == "step"
+
+    @property
+    def metric_columns(self) -> list[str]:
+        groups = len(self.optimizer.param_groups)
+        columns = ["epoch", "lr", *(f"lr_{i}" for i in range(1, groups)), "train_loss", "val_loss"]
+        if self.dataset.task == CLASSIFICATION:
+            columns.append("val_accuracy")
+        return [*columns, "seconds"]
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """An independent seed for one named random stream of a run."""
+    return int(np.random.SeedSequence([seed, STREAMS.index(stream)]).generate_state(1)[0])
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; an unavailable device is a config error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps and mps.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} asked for, but this torch ({torch.__version__}) "
+                              "sees no CUDA device; use device: auto or cpu", "device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r} does not exist; this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)", "device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device: 'mps' asked for, but MPS is not available; use auto or cpu",
+                          "device")
+    return device
+
+
+def prepare(cfg: ExperimentConfig) -> Experiment:
+    """Resolve the config and build data, model, optimizer and scheduler; raises ConfigError."""
+    device = resolve_device(cfg.device)
+    data_cfg = resolve_data(cfg.data)
+    dataset = build_dataset(data_cfg, derive_seed(cfg.seed, "data"), derive_seed(cfg.seed, "split"))
+    steps_per_epoch = math.ceil(len(dataset.x_train) / data_cfg.batch_size)
+    scheduler_cfg = resolve_scheduler(cfg.scheduler, cfg.epochs, steps_per_epoch, dataset.task)
+    model_cfg = resolve_model(cfg.model)
+    resolved = cfg.model_copy(
+        update={"data": data_cfg, "model": model_cfg, "scheduler": scheduler_cfg}
+    )
+    with torch.random.fork_rng(devices=[]):  # weights from their own stream, global RNG untouched
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        model = build_model(model_cfg, dataset.input_shape, dataset.n_outputs)
+    model.to(device)
+    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+    interval_steps = steps_per_epoch if scheduler_cfg.interval == "step" else 1
+    check_expressions(scheduler_cfg, range(cfg.epochs * interval_steps + 1))
+    scheduler = build_scheduler(optimizer, scheduler_cfg)
+    batch_generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "batches"))
+    return Experiment(resolved, device, dataset, model, optimizer, scheduler, batch_generator,
+                      derive_seed(cfg.seed, "dropout"))  # fmt: skip
+
+
+def run_experiment(
+    cfg: ExperimentConfig, runs_dir: Path, observer: RunObserver | None = None
+) -> RunResult:
+    """Train `cfg` and write its run directory under `runs_dir`.
+
+    Example:
+        >>> result = run_experiment(load_config(Path("configs/quickstart.yaml")), Path("runs"))
+    """
+    observer = observer or RunObserver()
+    experiment = prepare(cfg)
+    path = store.create_run_dir(runs_dir, cfg.name)
+    writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
+    summary = _start_summary(experiment)
+    writer.write_summary(summary)
+    observer.on_start(path, cfg.epochs, experiment.steps_per_epoch)
+    records: list[dict[str, Any]] = []
+
+    def keep_epoch(record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
+        writer.append_epoch(record, steps)
+        records.append(record)
+        writer.write_summary(_finish_summary(summary, records))
+        observer.on_epoch(record)
+
+    try:
+        summary["status"] = train(experiment, keep_epoch, observer)
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+    except Exception as exc:
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise RunFailed(path, exc) from exc
+    finally:
+        writer.close()
+        _finish_summary(summary, records)
+        writer.write_summary(summary)
+    return RunResult(path, summary["status"], summary)
+
+
+def train(experiment: Experiment, keep_epoch: Callable, observer: RunObserver) -> str:
+    """The loop: train every batch, validate, then step an epoch scheduler; returns the status."""
+    cfg, optimizer, scheduler = experiment.config, experiment.optimizer, experiment.scheduler
+    needs_metric = scheduler_spec(cfg.scheduler.name).needs_metric
+    data = _to_device(experiment.dataset, experiment.device)
+    torch.manual_seed(experiment.dropout_seed)  # the global stream is dropout's alone from here
+    step = 0
+    with _stop_after_batch_on_sigint() as stop:
+        for epoch in range(1, cfg.epochs + 1):
+            started = time.perf_counter()
+            lrs = [float(group["lr"]) for group in optimizer.param_groups]  # before any step
+            train_sum, step_lrs = _train_epoch(experiment, data, epoch, stop, observer)
+            if stop.requested:
+                return "interrupted"  # the unfinished epoch is not recorded
+            val_sum, correct = _evaluate(experiment.model, data, experiment.dataset.task)
+            # One host sync per epoch: every sum stayed on the device until here.
+            train_total, val_total, n_correct = torch.stack([train_sum, val_sum, correct]).tolist()
+            record = _epoch_record(experiment, epoch, lrs, train_total, val_total, n_correct)
+            diverged = not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss"))
+            if scheduler is not None and not experiment.steps_scheduler_per_batch and not diverged:
+                # ReduceLROnPlateau gets this epoch's metric; a NaN would count as a bad epoch.
+                scheduler.step(record[cfg.scheduler.monitor]) if needs_metric else scheduler.step()
+            record["seconds"] = time.perf_counter() - started
+            keep_epoch(record, [(step + i + 1, epoch, lr) for i, lr in enumerate(step_lrs)])
+            step += len(step_lrs)
+            if diverged:
+                return "diverged"
+    return "completed"
+
+
+def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor, list[float]]:
+    model, optimizer, scheduler = experiment.model, experiment.optimizer, experiment.scheduler
+    batch_size, total = experiment.config.data.batch_size, experiment.steps_per_epoch
+    loss_fn = _loss_function(experiment.dataset.task)
+    order = torch.randperm(len(data.x_train), generator=experiment.batch_generator)
+    order = order.to(data.x_train.device, non_blocking=True)
+    x_epoch, y_epoch = data.x_train[order], data.y_train[order]  # one gather; batches are views
+    report_every = max(1, total // 20)
+    loss_sum = torch.zeros((), device=data.x_train.device)
+    step_lrs = []
+    model.train()
+    for index in range(total):
+        x = x_epoch[index * batch_size : (index + 1) * batch_size]
+        y = y_epoch[index * batch_size : (index + 1) * batch_size]
+        step_lrs.append(float(optimizer.param_groups[0]["lr"]))
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if experiment.steps_scheduler_per_batch:
+            scheduler.step()  # always after optimizer.step()
+        loss_sum += loss.detach() * len(x)
+        if (index + 1) % report_every == 0:
+            observer.on_batches(epoch, index + 1, total)
+        if stop.requested:
+            break
+    return loss_sum, step_lrs
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: Dataset, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    loss_fn = _loss_function(task)
+    loss_sum = torch.zeros((), device=data.x_val.device)
+    correct = torch.zeros((), device=data.x_val.device)
+    for start in range(0, len(data.x_val), EVAL_BATCH):
+        x, y = data.x_val[start : start + EVAL_BATCH], data.y_val[start : start + EVAL_BATCH]
+        output = model(x)
+        loss_sum += loss_fn(output, y) * len(x)
+        if task == CLASSIFICATION:
+            correct += (output.argmax(dim=1) == y).sum()
+    return loss_sum, correct
+
+
+def _loss_function(task: str) -> nn.Module:
+    return nn.CrossEntropyLoss() if task == CLASSIFICATION else nn.MSELoss()
+
+
+def _to_device(dataset: Dataset, device: torch.device) -> Dataset:
+    """The whole dataset lives on the device: batches are slices, never host-to-device copies."""
+    pin = device.type == "cuda"
+    return Dataset(
+        *(
+            (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
+            for tensor in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+        ),
+        dataset.task,
+        dataset.n_outputs,
+    )
+
+
+def _epoch_record(experiment, epoch, lrs, train_total, val_total, n_correct) -> dict[str, Any]:
+    dataset = experiment.dataset
+    record: dict[str, Any] = {"epoch": epoch, "lr": lrs[0]}
+    record.update({f"lr_{i}": lr for i, lr in enumerate(lrs[1:], start=1)})
+    record["train_loss"] = train_total / len(dataset.x_train)
+    record["val_loss"] = val_total / len(dataset.x_val)
+    if dataset.task == CLASSIFICATION:
+        record["val_accuracy"] = n_correct / len(dataset.x_val)
+    return record
+
+
+def _start_summary(experiment: Experiment) -> dict[str, Any]:
+    cfg = experiment.config
+    return {
+        "name": cfg.name,
+        "status": "running",
+        "epochs_planned": cfg.epochs,
+        "seed": cfg.seed,
+        "device": str(experiment.device),
+        "torch_version": torch.__version__,
+        "lrsched_version": __version__,
+        "pid": os.getpid(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started_unix": time.time(),
+    }
+
+
+def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fill in what the finished epochs say: best and final val loss, timings."""
+    summary["epochs_done"] = len(records)
+    summary["wall_seconds"] = time.time() - summary["started_unix"]
+    if records:
+        finite = [r for r in records if math.isfinite(r["val_loss"])]
+        best = min(finite, key=lambda r: r["val_loss"]) if finite else records[-1]
+        summary.update(
+            best_val_loss=best["val_loss"],
+            best_epoch=best["epoch"],
+            final_val_loss=records[-1]["val_loss"],
+            final_epoch=records[-1]["epoch"],
+            train_seconds=sum(r["seconds"] for r in records if "seconds" in r),
+        )
+        if "val_accuracy" in records[-1]:
+            summary["final_val_accuracy"] = records[-1]["val_accuracy"]
+            summary["best_val_accuracy"] = max(r["val_accuracy"] for r in records)
+    return summary
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextmanager
+def _stop_after_batch_on_sigint() -> Iterator[_StopFlag]:
+    """The first Ctrl-C finishes the current batch and stops; a second one stops at once."""
+    flag = _StopFlag()
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+
+        def request_stop(signum, frame):
+            if flag.requested:
+                raise KeyboardInterrupt
+            flag.requested = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield flag
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    else:
+        yield flag
+

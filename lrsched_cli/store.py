@@ -1,0 +1,167 @@
+"""The run directory: create it, append each finished epoch, write the summary, read runs back.
+
+Stdlib only: `lrsched plot` and `compare` read runs through this module without importing torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE = (
+    "config.yaml", "metrics.csv", "steps.csv", "summary.json"
+)  # fmt: skip
+STEP_COLUMNS = ("step", "epoch", "lr")
+
+
+class RunNotFound(ValueError):
+    """A path that does not hold a readable run directory."""
+
+
+@dataclass
+class RunHistory:
+    """A run as read back from its directory."""
+
+    path: Path
+    config: dict[str, Any]
+    epochs: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or self.path.name)
+
+    def column(self, name: str) -> list[Any]:
+        return [row.get(name) for row in self.epochs]
+
+
+def create_run_dir(runs_dir: Path, name: str) -> Path:
+    """A new directory `runs_dir/<timestamp>-<name>[-N]`; two runs never get the same one."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(name)}"
+    for attempt in range(1, 10_000):
+        path = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            path.mkdir()  # atomic: a concurrent run that lost the race tries the next suffix
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"no free run directory name under {runs_dir} for {stem}")
+
+
+def safe_name(name: str) -> str:
+    """`name` as a single path component: no separators, no `..`, nothing hidden."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return cleaned[:80] or "run"
+
+
+class RunWriter:
+    """Appends epochs as they finish; every write leaves the files readable if the process dies."""
+
+    def __init__(self, path: Path, config: dict[str, Any], metric_columns: list[str]):
+        self.path = path
+        self.metric_columns = metric_columns
+        (path / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        self._metrics = _open_csv(path / METRICS_FILE, metric_columns)
+        self._steps = _open_csv(path / STEPS_FILE, STEP_COLUMNS)
+
+    def append_epoch(self, record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
+        """Write one finished epoch: its steps first, so a metrics row implies its steps."""
+        self._steps.writer.writerows(steps)
+        self._steps.handle.flush()
+        self._metrics.writer.writerow([_cell(record.get(c)) for c in self.metric_columns])
+        self._metrics.handle.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Replace summary.json whole (write, then rename): readers never see half a file."""
+        temporary = self.path / f".{SUMMARY_FILE}.tmp"
+        temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, self.path / SUMMARY_FILE)
+
+    def close(self) -> None:
+        self._metrics.handle.close()
+        self._steps.handle.close()
+
+
+@dataclass
+class _CsvFile:
+    handle: io.TextIOWrapper
+    writer: Any
+
+
+def _open_csv(path: Path, columns) -> _CsvFile:
+    handle = path.open("w", newline="", encoding="utf-8")
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(columns)
+    handle.flush()
+    return _CsvFile(handle, writer)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # full precision, so plots and comparisons see what torch saw
+    return str(value)
+
+
+def read_run(path: Path) -> RunHistory:
+    """Read a run directory; an unterminated last line (a run killed mid-write) is dropped."""
+    path = Path(path)
+    if not (path / METRICS_FILE).is_file():
+        what = "does not exist" if not path.exists() else f"has no {METRICS_FILE}"
+        raise RunNotFound(f"{path} {what}; expected a run directory made by `lrsched run`")
+    config_text = _read_text(path / CONFIG_FILE)
+    config = yaml.safe_load(config_text) if config_text else {}
+    summary_text = _read_text(path / SUMMARY_FILE)
+    try:
+        summary = json.loads(summary_text) if summary_text else {}
+    except json.JSONDecodeError:
+        summary = {}
+    return RunHistory(
+        path=path,
+        config=config if isinstance(config, dict) else {},
+        epochs=_read_rows(path / METRICS_FILE),
+        steps=_read_rows(path / STEPS_FILE),
+        summary=summary,
+    )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    text = _read_text(path)
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return [
+        {key: _number(value) for key, value in row.items()}
+        for row in csv.DictReader(io.StringIO(text))
+    ]
+
+
+def _number(text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
