@@ -38,8 +38,10 @@ def plot_lr(history: RunHistory, path: Path) -> Path:
         axes.plot(epochs, lrs, "o", color="tab:orange", ms=3, label="lr at epoch start")
         values = [row["lr"] for row in steps]
     else:
-        axes.step(epochs, lrs, where="post", color="tab:blue", lw=1.5, marker="o", ms=3,
-                  label="lr (whole epoch)")  # fmt: skip
+        # Epoch e trains on [e, e + 1): repeat the last value so the final epoch has its span.
+        axes.step([*epochs, epochs[-1] + 1], [*lrs, lrs[-1]], where="post", color="tab:blue",
+                  lw=1.5, label="lr (whole epoch)")  # fmt: skip
+        axes.plot(epochs, lrs, "o", color="tab:blue", ms=3)
         values = lrs
     _log_scale_if_wide(axes, values)
     axes.set_ylabel("learning rate")

@@ -154,8 +154,8 @@ def build_scheduler(optimizer, cfg: SchedulerConfig, key: str = "scheduler"):
         ]
         first_param = next(iter(inspect.signature(cls).parameters))
         if first_param == "schedulers":  # ChainedScheduler(schedulers, optimizer=None)
-            return _construct(cls, children, {"optimizer": optimizer, **kwargs}, key)
-        return _construct(cls, optimizer, {"schedulers": children, **kwargs}, key)
+            return _construct(cls, children, kwargs, key, {"optimizer": optimizer})
+        return _construct(cls, optimizer, kwargs, key, {"schedulers": children})
     return _construct(cls, optimizer, kwargs, key)
 
 
@@ -179,7 +179,8 @@ def accepted_arguments(cls: type) -> dict[str, inspect.Parameter]:
     }
 
 
-def _construct(cls: type, first: Any, kwargs: dict[str, Any], key: str):
+def _construct(cls: type, first: Any, kwargs: dict[str, Any], key: str, managed=None):
+    """`cls(first, **kwargs, **managed)`, where `kwargs` come from the user and are checked."""
     accepted = accepted_arguments(cls)
     for name in kwargs:
         if name not in accepted:
@@ -200,7 +201,7 @@ def _construct(cls: type, first: Any, kwargs: dict[str, Any], key: str):
     checked = {name: _check_type(cls, accepted[name], value, f"{key}.{name}")
                for name, value in kwargs.items()}
     try:
-        return cls(first, **checked)
+        return cls(first, **checked, **(managed or {}))
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
         raise ConfigError(f"{key}: torch's {cls.__name__} rejected these arguments: {exc}",
                           key) from None

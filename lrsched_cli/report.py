@@ -32,7 +32,8 @@ def render_run(history: RunHistory, max_rows: int = 30) -> Table:
     for index in _rows_to_show(history, max_rows):
         if index > previous_index + 1:
             table.add_row("…", *[""] * (len(table.columns) - 1), style="dim")
-        table.add_row(*_cells(history.epochs[index], has_accuracy), style=_style(index, best))
+        row = history.epochs[index]
+        table.add_row(*_cells(row, has_accuracy), style=_style(row, best))
         previous_index = index
     return table
 
@@ -91,5 +92,8 @@ def _cells(row: dict[str, Any], has_accuracy: bool) -> list[str]:
     return cells
 
 
-def _style(index: int, best_epoch: Any) -> str | None:
-    return "bold green" if best_epoch == index + 1 else None
+def _style(row: dict[str, Any], best_epoch: Any) -> str | None:
+    losses = (row.get("train_loss"), row.get("val_loss"))
+    if any(isinstance(v, float) and not math.isfinite(v) for v in losses):
+        return "bold red"  # the epoch the run diverged
+    return "bold green" if row.get("epoch") == best_epoch else None
