@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from lrsched_cli import __version__, report, store
 from lrsched_cli.config import ConfigError, ExperimentConfig, load_config, locate
@@ -65,7 +66,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run dir.")] = False,
 ) -> None:
     """Train one config and save its run directory: metrics, steps, summary and plots."""
-    with _exit_codes(config):
+    with _exit_codes(config, overrides):
         cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
         result = _train(cfg, runs_dir, quiet or as_json)
         history = store.read_run(result.path)
@@ -116,8 +117,9 @@ def _render_result(history: store.RunHistory, as_json: bool, quiet: bool) -> Non
 class _exit_codes:  # noqa: N801 - used as a `with` block, like contextlib's lower-case helpers
     """Turn the errors a user can cause into one red line and the exit code DESIGN.md gives."""
 
-    def __init__(self, config_path: Path | None):
+    def __init__(self, config_path: Path | None, overrides: list[str] | None = None):
         self.config_path = config_path
+        self.overrides = overrides or []
 
     def __enter__(self):
         return self
@@ -129,25 +131,33 @@ class _exit_codes:  # noqa: N801 - used as a `with` block, like contextlib's low
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED)
         if isinstance(exc, ConfigError):
-            err.print(f"[red]error:[/] {self._locate(exc)}", highlight=False)
+            _print_error("error", self._locate(exc))
             raise typer.Exit(EXIT_USAGE)
         if isinstance(exc, store.RunNotFound):
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            _print_error("error", str(exc))
             raise typer.Exit(EXIT_USAGE)
         run_dir = getattr(exc, "run_dir", None)
         where = f"\nrun directory: {run_dir}" if run_dir else ""
         cause = exc.__cause__ or exc
-        err.print(f"[red]failed:[/] {type(cause).__name__}: {cause}{where}", highlight=False)
+        _print_error("failed", f"{type(cause).__name__}: {cause}{where}")
         raise typer.Exit(EXIT_FAILED)
 
     def _locate(self, exc: ConfigError) -> str:
         if exc.key is None or self.config_path is None:
             return str(exc)
+        for override in self.overrides:
+            if override.partition("=")[0].strip() == exc.key:
+                return f"--set {override}: {exc}"
         try:
             text = self.config_path.read_text(encoding="utf-8")
         except OSError:
             text = ""
         return locate(str(exc), exc.key, text, self.config_path)
+
+
+def _print_error(label: str, message: str) -> None:
+    # Text, not markup: messages quote user input such as "[30, 80]"; soft_wrap keeps lines whole.
+    err.print(Text.assemble((f"{label}: ", "bold red"), message), soft_wrap=True)
 
 
 class _ProgressObserver:
@@ -167,14 +177,16 @@ class _ProgressObserver:
         self.epochs_task = self.batches_task = None
 
     def __enter__(self) -> _ProgressObserver:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
     def on_start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
-        console.print(f"run directory: [bold]{run_dir}[/]", highlight=False)
+        # Started here, not on entry: a config error raised earlier leaves no blank live area.
+        self.progress.start()
+        console.print(Text.assemble("run directory: ", (str(run_dir), "bold")))
         self.epochs_task = self.progress.add_task("epochs", total=epochs)
         if steps_per_epoch >= self.LONG_EPOCH:
             self.batches_task = self.progress.add_task("batches", total=steps_per_epoch)

@@ -123,9 +123,11 @@ def validate(raw: dict[str, Any], text: str = "", path: Path | None = None) -> E
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(error) for error in exc.errors()]
-        first_key = ".".join(str(part) for part in exc.errors()[0]["loc"])
-        raise ConfigError(locate("\n".join(lines), first_key, text, path), first_key) from None
+        lines = [
+            locate(_describe(error), ".".join(str(part) for part in error["loc"]), text, path)
+            for error in exc.errors()
+        ]
+        raise ConfigError("\n".join(lines)) from None  # each line already says where
 
 
 def locate(message: str, key: str | None, text: str, path: Path | None) -> str:

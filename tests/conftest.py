@@ -1,0 +1,48 @@
+"""Shared helpers: tiny configs and real runs into tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+TINY = {
+    "name": "tiny",
+    "epochs": 4,
+    "device": "cpu",
+    "data": {"name": "moons", "n_samples": 80, "batch_size": 16},
+    "model": {"name": "mlp", "hidden": [8]},
+    "optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9},
+    "scheduler": {"name": "StepLR", "step_size": 2, "gamma": 0.5},
+}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("TERMINAL_WIDTH", "120")
+    monkeypatch.setenv("_TYPER_FORCE_DISABLE_TERMINAL", "1")
+
+
+def write_config(directory: Path, data: dict, name: str = "config.yaml") -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def tiny(**changes) -> dict:
+    """TINY with top-level keys replaced, e.g. tiny(scheduler={...}, epochs=3)."""
+    return {**TINY, **changes}
+
+
+def train(config: dict, runs_dir: Path):
+    """Run a config dict through the real runner; returns the stored RunHistory."""
+    from lrsched_cli import runner, store
+    from lrsched_cli.config import validate
+
+    result = runner.run_experiment(validate(config), runs_dir)
+    return store.read_run(result.path)
