@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 METRICS = ("val_loss", "val_accuracy", "train_loss")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-3` as the number YAML 1.2 says it is, not a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -163,7 +179,7 @@ def line_of(text: str, key: str) -> int | None:
 def parse_yaml(text: str, path: Path) -> dict[str, Any]:
     """Safe-load `text`: no python tags, a mapping at the top, errors with their line."""
     try:
-        raw = yaml.safe_load(text)
+        raw = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark else str(path)
@@ -201,7 +217,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
             raise ConfigError(f"--set {override!r}: {part!r} is not a mapping", key.strip())
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
+        node[parts[-1]] = _load_yaml(value) if value.strip() else value
     except yaml.YAMLError:
         node[parts[-1]] = value
 

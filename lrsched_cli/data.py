@@ -1,4 +1,4 @@
-"""Datasets by name: synthetic ones, scikit-learn's shipped ones, and CSV files; split and scaled."""
+"""Datasets by name: synthetic, scikit-learn's shipped ones, and CSV files; split and scaled."""
 
 from __future__ import annotations
 
@@ -126,7 +126,9 @@ def spirals(rng, n_samples: int = 1000, noise: float = 0.2):
     return points + rng.normal(0, noise * 0.1, points.shape), labels
 
 
-@register_dataset("xor", CLASSIFICATION, "label = sign(x1 * x2) on noisy uniform points, 2 features")
+@register_dataset(
+    "xor", CLASSIFICATION, "label = sign(x1 * x2) on noisy uniform points, 2 features"
+)
 def xor(rng, n_samples: int = 1000, noise: float = 0.1):
     points = rng.uniform(-1, 1, (n_samples, 2))
     labels = (points[:, 0] * points[:, 1] > 0).astype(np.int64)
@@ -188,14 +190,18 @@ def csv_file(rng, path: str, target: str, task: str):
         raise ConfigError(f"data.path: {path} has no data rows", "data.path")
     columns = list(rows[0])
     if target not in columns:
-        raise ConfigError(f"data.target: {path} has no column {target!r}; it has: "
-                          f"{', '.join(columns)}", "data.target")  # fmt: skip
+        raise ConfigError(
+            f"data.target: {path} has no column {target!r}; it has: {', '.join(columns)}",
+            "data.target",
+        )
     feature_names = [c for c in columns if c != target]
     try:
         features = np.array([[float(row[c]) for c in feature_names] for row in rows])
-        targets = np.array([row[target] if task == CLASSIFICATION else float(row[target])
-                            for row in rows])  # fmt: skip
+        targets = np.array(
+            [row[target] if task == CLASSIFICATION else float(row[target]) for row in rows]
+        )
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"data.path: {path} has a value that is not a number: {exc}",
-                          "data.path") from None
+        raise ConfigError(
+            f"data.path: {path} has a value that is not a number: {exc}", "data.path"
+        ) from None
     return features, targets

@@ -11,9 +11,18 @@ from lrsched_cli.config import ConfigError
 
 MAX_LENGTH = 200
 FUNCTIONS = {
-    "min": min, "max": max, "abs": abs, "round": round, "floor": math.floor, "ceil": math.ceil,
-    "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "cos": math.cos, "sin": math.sin,
-}  # fmt: skip
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "round": round,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "exp": math.exp,
+    "log": math.log,
+    "sqrt": math.sqrt,
+    "cos": math.cos,
+    "sin": math.sin,
+}
 CONSTANTS = {"pi": math.pi, "e": math.e}
 # Arithmetic and comparisons only: no bit shifts (1 << 10**9 is a bomb) and no membership tests.
 OPERATORS = {
@@ -22,9 +31,22 @@ OPERATORS = {
     if op not in (ast.LShift, ast.RShift, ast.BitAnd, ast.BitOr, ast.BitXor, ast.In, ast.NotIn)
 }
 ALLOWED_NODES = (
-    ast.Expression, ast.Expr, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp,
-    ast.Call, ast.Name, ast.Load, ast.Constant, ast.operator, ast.unaryop, ast.boolop, ast.cmpop,
-)  # fmt: skip
+    ast.Expression,
+    ast.Expr,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.BoolOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.Call,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.operator,
+    ast.unaryop,
+    ast.boolop,
+    ast.cmpop,
+)
 
 
 class LrExpression:
@@ -46,7 +68,9 @@ class LrExpression:
         try:
             self._tree = self._evaluator.parse(self.text)
         except SyntaxError as exc:
-            raise ConfigError(f"{key}: {self.text!r} is not an expression: {exc.msg}", key) from None
+            raise ConfigError(
+                f"{key}: {self.text!r} is not an expression: {exc.msg}", key
+            ) from None
         self._check_nodes()
 
     def __call__(self, counter: int) -> float:
@@ -75,6 +99,8 @@ class LrExpression:
     def _check_nodes(self) -> None:
         for node in ast.walk(self._tree):
             allowed = isinstance(node, ALLOWED_NODES)
+            if isinstance(node, ast.operator | ast.unaryop | ast.cmpop):
+                allowed = type(node) in OPERATORS
             if isinstance(node, ast.Constant):
                 allowed = isinstance(node.value, int | float) and not isinstance(node.value, bool)
             if isinstance(node, ast.Name):
@@ -83,8 +109,8 @@ class LrExpression:
                 allowed = isinstance(node.func, ast.Name) and not node.keywords
             if not allowed:
                 raise ConfigError(
-                    f"{self.key}: {self.text!r} may use only numbers, epoch (or step), + - * / ** %,"
-                    f" comparisons and {', '.join(FUNCTIONS)}; found {_show(node)}",
+                    f"{self.key}: {self.text!r} may use only numbers, epoch (or step),"
+                    f" + - * / ** %, comparisons and {', '.join(FUNCTIONS)}; found {_show(node)}",
                     self.key,
                 )
 
@@ -97,4 +123,3 @@ def _show(node: ast.AST) -> str:
         return repr(ast.unparse(node))
     except Exception:
         return type(node).__name__
-

@@ -13,9 +13,14 @@ from lrsched_cli.config import ConfigError, ModelConfig
 from lrsched_cli.registry import bind_options, lookup_name
 
 ACTIVATIONS = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
-    "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
-}  # fmt: skip
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+}
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,12 @@ def cnn(
     dropout: float = 0.0,
 ) -> nn.Module:
     if len(input_shape) != 3:
-        raise ConfigError(f"model.name: cnn needs image-shaped data (channels, height, width), "
-                          f"such as digits; this dataset gives {input_shape[-1]} features; "
-                          "use mlp", "model.name")  # fmt: skip
+        raise ConfigError(
+            f"model.name: cnn needs image-shaped data (channels, height, width), "
+            f"such as digits; this dataset gives {input_shape[-1]} features; "
+            "use mlp",
+            "model.name",
+        )
     layers: list[nn.Module] = []
     width = input_shape[0]
     for size in channels:
@@ -106,5 +114,6 @@ def _import_factory(target: str) -> Callable[..., nn.Module]:
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"model.name: cannot load factory {target!r}: {exc}",
-                          "model.name") from None
+        raise ConfigError(
+            f"model.name: cannot load factory {target!r}: {exc}", "model.name"
+        ) from None

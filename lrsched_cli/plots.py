@@ -34,13 +34,25 @@ def plot_lr(history: RunHistory, path: Path) -> Path:
     epochs, lrs = history.column("epoch"), history.column("lr")
     steps = [row for row in history.steps if row.get("lr") is not None]
     if _varies_within_epochs(history):
-        axes.plot(_fractional_epochs(steps), [row["lr"] for row in steps], color="tab:blue", lw=1.2, label="lr per step")
+        axes.plot(
+            _fractional_epochs(steps),
+            [row["lr"] for row in steps],
+            color="tab:blue",
+            lw=1.2,
+            label="lr per step",
+        )
         axes.plot(epochs, lrs, "o", color="tab:orange", ms=3, label="lr at epoch start")
         values = [row["lr"] for row in steps]
     else:
         # Epoch e trains on [e, e + 1): repeat the last value so the final epoch has its span.
-        axes.step([*epochs, epochs[-1] + 1], [*lrs, lrs[-1]], where="post", color="tab:blue",
-                  lw=1.5, label="lr (whole epoch)")  # fmt: skip
+        axes.step(
+            [*epochs, epochs[-1] + 1],
+            [*lrs, lrs[-1]],
+            where="post",
+            color="tab:blue",
+            lw=1.5,
+            label="lr (whole epoch)",
+        )
         axes.plot(epochs, lrs, "o", color="tab:blue", ms=3)
         values = lrs
     _log_scale_if_wide(axes, values)
@@ -67,8 +79,9 @@ def plot_accuracy(history: RunHistory, path: Path) -> Path:
     """Validation accuracy per epoch."""
     figure, axes = _figure(f"{history.name}: validation accuracy")
     accuracy = [None if v is None else 100 * v for v in history.column("val_accuracy")]
-    axes.plot(history.column("epoch"), accuracy, marker="o", ms=3, color="tab:green",
-              label="val accuracy")  # fmt: skip
+    axes.plot(
+        history.column("epoch"), accuracy, marker="o", ms=3, color="tab:green", label="val accuracy"
+    )
     axes.set_ylabel("accuracy (%)")
     return _save(figure, axes, path)
 

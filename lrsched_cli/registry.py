@@ -50,13 +50,22 @@ SPECS = {
     "ChainedScheduler": SchedulerSpec(composite=True),
 }
 SCHEDULER_ALIASES = {
-    "step": "StepLR", "multistep": "MultiStepLR", "exponential": "ExponentialLR",
-    "cosine": "CosineAnnealingLR", "cosine_restarts": "CosineAnnealingWarmRestarts",
-    "onecycle": "OneCycleLR", "cyclic": "CyclicLR", "plateau": "ReduceLROnPlateau",
-    "lambda": "LambdaLR", "multiplicative": "MultiplicativeLR", "linear": "LinearLR",
-    "constant": "ConstantLR", "polynomial": "PolynomialLR", "sequential": "SequentialLR",
+    "step": "StepLR",
+    "multistep": "MultiStepLR",
+    "exponential": "ExponentialLR",
+    "cosine": "CosineAnnealingLR",
+    "cosine_restarts": "CosineAnnealingWarmRestarts",
+    "onecycle": "OneCycleLR",
+    "cyclic": "CyclicLR",
+    "plateau": "ReduceLROnPlateau",
+    "lambda": "LambdaLR",
+    "multiplicative": "MultiplicativeLR",
+    "linear": "LinearLR",
+    "constant": "ConstantLR",
+    "polynomial": "PolynomialLR",
+    "sequential": "SequentialLR",
     "chained": "ChainedScheduler",
-}  # fmt: skip
+}
 
 
 def scheduler_classes() -> dict[str, type]:
@@ -112,15 +121,20 @@ def resolve_scheduler(
     children = _resolve_children(cfg, name, epochs, steps_per_epoch, task)
     interval = cfg.interval or _default_interval(name, cfg.schedulers)
     if spec.needs_metric and interval == "step":
-        raise ConfigError("scheduler.interval: ReduceLROnPlateau is stepped once per epoch, "
-                          "with that epoch's metric; use interval: epoch", "scheduler.interval")
+        raise ConfigError(
+            "scheduler.interval: ReduceLROnPlateau is stepped once per epoch, "
+            "with that epoch's metric; use interval: epoch",
+            "scheduler.interval",
+        )
     updates: dict[str, Any] = {"name": name, "interval": interval, "schedulers": children}
     if spec.needs_metric:
         updates["monitor"] = cfg.monitor or "val_loss"
         updates["mode"] = _plateau_mode(cfg, updates["monitor"], task)
     elif cfg.monitor is not None:
-        raise ConfigError(f"scheduler.monitor: only ReduceLROnPlateau is fed a metric, not {name}",
-                          "scheduler.monitor")
+        raise ConfigError(
+            f"scheduler.monitor: only ReduceLROnPlateau is fed a metric, not {name}",
+            "scheduler.monitor",
+        )
     if name == "OneCycleLR" and not _has_cycle_length(cfg.kwargs):
         updates["total_steps"] = epochs * (steps_per_epoch if interval == "step" else 1)
     return SchedulerConfig.model_validate({**cfg.model_dump(exclude_none=True), **updates})
@@ -130,8 +144,10 @@ def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """The torch optimizer `cfg.name`, constructed with the config's keyword arguments."""
     classes = optimizer_classes()
     if cfg.name in UNSUPPORTED_OPTIMIZERS:
-        raise ConfigError(f"optimizer.name: {cfg.name} is not supported: "
-                          f"{UNSUPPORTED_OPTIMIZERS[cfg.name]}", "optimizer.name")
+        raise ConfigError(
+            f"optimizer.name: {cfg.name} is not supported: {UNSUPPORTED_OPTIMIZERS[cfg.name]}",
+            "optimizer.name",
+        )
     cls = classes[lookup_name(cfg.name, classes, "optimizer", "optimizer.name")]
     kwargs = {"lr": cfg.lr, **cfg.kwargs}
     return _construct(cls, params, kwargs, "optimizer")
@@ -189,22 +205,29 @@ def _construct(cls: type, first: Any, kwargs: dict[str, Any], key: str, managed=
                 raise ConfigError(f"{where}: lrsched manages last_epoch; leave it out", where)
             close = difflib.get_close_matches(name, accepted, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"{where}: {cls.__name__} does not take {name!r}; {hint}"
-                              f"it takes: {', '.join(accepted) or 'no arguments'}", where)
+            raise ConfigError(
+                f"{where}: {cls.__name__} does not take {name!r}; {hint}"
+                f"it takes: {', '.join(accepted) or 'no arguments'}",
+                where,
+            )
     missing = [
-        name for name, param in accepted.items()
+        name
+        for name, param in accepted.items()
         if param.default is inspect.Parameter.empty and name not in kwargs
-    ]  # fmt: skip
+    ]
     if missing:
         where = f"{key}.{missing[0]}"
         raise ConfigError(f"{where}: {cls.__name__} requires {', '.join(missing)}", where)
-    checked = {name: _check_type(cls, accepted[name], value, f"{key}.{name}")
-               for name, value in kwargs.items()}
+    checked = {
+        name: _check_type(cls, accepted[name], value, f"{key}.{name}")
+        for name, value in kwargs.items()
+    }
     try:
         return cls(first, **checked, **(managed or {}))
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
-        raise ConfigError(f"{key}: torch's {cls.__name__} rejected these arguments: {exc}",
-                          key) from None
+        raise ConfigError(
+            f"{key}: torch's {cls.__name__} rejected these arguments: {exc}", key
+        ) from None
 
 
 def _check_type(owner: Any, param: inspect.Parameter, value: Any, where: str) -> Any:
@@ -223,8 +246,9 @@ def _check_type(owner: Any, param: inspect.Parameter, value: Any, where: str) ->
     except ValidationError as exc:
         expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
         message = exc.errors()[0]["msg"].lower()
-        raise ConfigError(f"{where}: {owner.__name__} expects {expected}; {message} "
-                          f"(got {value!r})", where) from None
+        raise ConfigError(
+            f"{where}: {owner.__name__} expects {expected}; {message} (got {value!r})", where
+        ) from None
 
 
 def _annotation(owner: Any, param: inspect.Parameter) -> Any:
@@ -234,7 +258,12 @@ def _annotation(owner: Any, param: inspect.Parameter) -> Any:
     if isinstance(annotation, str):
         import torch
 
-        namespace = {**vars(typing), **vars(collections.abc), "torch": torch, "Tensor": torch.Tensor}
+        namespace = {
+            **vars(typing),
+            **vars(collections.abc),
+            "torch": torch,
+            "Tensor": torch.Tensor,
+        }
         namespace.update(vars(importlib.import_module(owner.__module__)))
         try:
             annotation = eval(annotation, namespace)  # torch's own annotation text, not user input
@@ -258,8 +287,11 @@ def lookup_name(
     pool = {**by_lower, **aliases}
     close = difflib.get_close_matches(name.lower(), pool, n=1, cutoff=0.5)
     hint = f"did you mean {pool[close[0]]!r}? " if close else ""
-    raise ConfigError(f"{key}: unknown {kind} {name!r}; {hint}choose one of: "
-                      f"{', '.join([*sorted(table), *extra])}", key)
+    raise ConfigError(
+        f"{key}: unknown {kind} {name!r}; {hint}choose one of: "
+        f"{', '.join([*sorted(table), *extra])}",
+        key,
+    )
 
 
 def bind_options(fn, given: dict[str, Any], key: str, owner: str, skip: int) -> dict[str, Any]:
@@ -268,8 +300,11 @@ def bind_options(fn, given: dict[str, Any], key: str, owner: str, skip: int) -> 
     params = dict(list(inspect.signature(fn).parameters.items())[skip:])
     for name in given:
         if name not in params:
-            raise ConfigError(f"{key}.{name}: {owner} takes no {name!r}; it takes: "
-                              f"{', '.join(params) or 'no options'}", f"{key}.{name}")
+            raise ConfigError(
+                f"{key}.{name}: {owner} takes no {name!r}; it takes: "
+                f"{', '.join(params) or 'no options'}",
+                f"{key}.{name}",
+            )
     options = {}
     for name, param in params.items():
         if name in given:
@@ -286,16 +321,21 @@ def _resolve_children(cfg, name, epochs, steps_per_epoch, task) -> list[Schedule
         _refuse_keys(cfg, name, ["schedulers"])
         return None
     if not cfg.schedulers:
-        raise ConfigError(f"scheduler.schedulers: {name} needs a list of nested scheduler blocks",
-                          "scheduler.schedulers")
+        raise ConfigError(
+            f"scheduler.schedulers: {name} needs a list of nested scheduler blocks",
+            "scheduler.schedulers",
+        )
     resolved = []
     for i, child in enumerate(cfg.schedulers):
         key = f"scheduler.schedulers.{i}"
         _refuse_keys(child, "a nested scheduler", ["interval", "monitor"], key)
         child_name = canonical_scheduler_name(child.name)
         if scheduler_spec(child_name).needs_metric or child_name == "none":
-            raise ConfigError(f"{key}.name: {name} cannot hold {child_name}; torch refuses it "
-                              "(use ReduceLROnPlateau on its own)", f"{key}.name")
+            raise ConfigError(
+                f"{key}.name: {name} cannot hold {child_name}; torch refuses it "
+                "(use ReduceLROnPlateau on its own)",
+                f"{key}.name",
+            )
         resolved.append(resolve_scheduler(child, epochs, steps_per_epoch, task))
     interval = cfg.interval or _default_interval(name, cfg.schedulers)
     run_length = epochs * (steps_per_epoch if interval == "step" else 1)
@@ -329,14 +369,20 @@ def _default_interval(name: str, children: list[SchedulerConfig] | None) -> str:
 
 def _plateau_mode(cfg: SchedulerConfig, monitor: str, task: str) -> str:
     if monitor == "val_accuracy" and task != "classification":
-        raise ConfigError("scheduler.monitor: val_accuracy exists only for classification; "
-                          "this dataset is regression, monitor val_loss", "scheduler.monitor")
+        raise ConfigError(
+            "scheduler.monitor: val_accuracy exists only for classification; "
+            "this dataset is regression, monitor val_loss",
+            "scheduler.monitor",
+        )
     wanted = "max" if monitor == "val_accuracy" else "min"
     mode = cfg.kwargs.get("mode", wanted)
     if mode != wanted:
-        raise ConfigError(f"scheduler.mode: mode {mode!r} contradicts monitor {monitor!r}, which "
-                          f"should be {'maximised' if wanted == 'max' else 'minimised'}; "
-                          f"use mode: {wanted}", "scheduler.mode")
+        raise ConfigError(
+            f"scheduler.mode: mode {mode!r} contradicts monitor {monitor!r}, which "
+            f"should be {'maximised' if wanted == 'max' else 'minimised'}; "
+            f"use mode: {wanted}",
+            "scheduler.mode",
+        )
     return mode
 
 

@@ -44,13 +44,17 @@ def render_summary(history: RunHistory) -> Text:
     status = summary.get("status", "unknown")
     text = Text()
     text.append(f"{status}", style=STATUS_STYLES.get(status, "bold"))
-    text.append(f": {summary.get('epochs_done', len(history.epochs))}/"
-                f"{summary.get('epochs_planned', '?')} epochs in "
-                f"{summary.get('wall_seconds', 0):.1f} s on {summary.get('device', '?')}")  # fmt: skip
+    text.append(
+        f": {summary.get('epochs_done', len(history.epochs))}/"
+        f"{summary.get('epochs_planned', '?')} epochs in "
+        f"{summary.get('wall_seconds', 0):.1f} s on {summary.get('device', '?')}"
+    )
     if "best_val_loss" in summary:
-        text.append(f"; best val loss {format_number(summary['best_val_loss'])} "
-                    f"(epoch {summary['best_epoch']}), final "
-                    f"{format_number(summary['final_val_loss'])}")  # fmt: skip
+        text.append(
+            f"; best val loss {format_number(summary['best_val_loss'])} "
+            f"(epoch {summary['best_epoch']}), final "
+            f"{format_number(summary['final_val_loss'])}"
+        )
     if "final_val_accuracy" in summary:
         text.append(f", final val acc {summary['final_val_accuracy']:.1%}")
     text.append("\nrun directory: ")
@@ -77,13 +81,19 @@ def _rows_to_show(history: RunHistory, max_rows: int) -> list[int]:
         return list(range(len(rows)))
     keep = set(range(HEAD)) | set(range(len(rows) - TAIL, len(rows)))
     keep |= {i for i in range(1, len(rows)) if rows[i].get("lr") != rows[i - 1].get("lr")}
-    keep |= {i for i, row in enumerate(rows) if row.get("epoch") == history.summary.get("best_epoch")}
+    keep |= {
+        i for i, row in enumerate(rows) if row.get("epoch") == history.summary.get("best_epoch")
+    }
     return sorted(keep)[: max_rows * 2]
 
 
 def _cells(row: dict[str, Any], has_accuracy: bool) -> list[str]:
-    cells = [str(row["epoch"]), format_number(row.get("lr")),
-             format_number(row.get("train_loss")), format_number(row.get("val_loss"))]  # fmt: skip
+    cells = [
+        str(row["epoch"]),
+        format_number(row.get("lr")),
+        format_number(row.get("train_loss")),
+        format_number(row.get("val_loss")),
+    ]
     if has_accuracy:
         accuracy = row.get("val_accuracy")
         cells.append("-" if accuracy is None else f"{accuracy:.1%}")

@@ -1,4 +1,4 @@
-"""Train one config: seed the random streams, build the components, run the loop, store each epoch."""
+"""Train one config: seed the random streams, build the components, run the loop, store epochs."""
 
 from __future__ import annotations
 
@@ -105,14 +105,21 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} asked for, but this torch ({torch.__version__}) "
-                              "sees no CUDA device; use device: auto or cpu", "device")
+            raise ConfigError(
+                f"device: {name!r} asked for, but this torch ({torch.__version__}) "
+                "sees no CUDA device; use device: auto or cpu",
+                "device",
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {name!r} does not exist; this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s)", "device")
+            raise ConfigError(
+                f"device: {name!r} does not exist; this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)",
+                "device",
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device: 'mps' asked for, but MPS is not available; use auto or cpu",
-                          "device")
+        raise ConfigError(
+            "device: 'mps' asked for, but MPS is not available; use auto or cpu", "device"
+        )
     return device
 
 
@@ -136,8 +143,16 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
     check_expressions(scheduler_cfg, range(cfg.epochs * interval_steps + 1))
     scheduler = build_scheduler(optimizer, scheduler_cfg)
     batch_generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "batches"))
-    return Experiment(resolved, device, dataset, model, optimizer, scheduler, batch_generator,
-                      derive_seed(cfg.seed, "dropout"))  # fmt: skip
+    return Experiment(
+        resolved,
+        device,
+        dataset,
+        model,
+        optimizer,
+        scheduler,
+        batch_generator,
+        derive_seed(cfg.seed, "dropout"),
+    )
 
 
 def run_experiment(
@@ -338,4 +353,3 @@ def _stop_after_batch_on_sigint() -> Iterator[_StopFlag]:
             signal.signal(signal.SIGINT, previous)
     else:
         yield flag
-

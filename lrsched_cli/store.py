@@ -18,8 +18,11 @@ from typing import Any
 import yaml
 
 CONFIG_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE = (
-    "config.yaml", "metrics.csv", "steps.csv", "summary.json"
-)  # fmt: skip
+    "config.yaml",
+    "metrics.csv",
+    "steps.csv",
+    "summary.json",
+)
 STEP_COLUMNS = ("step", "epoch", "lr")
 
 

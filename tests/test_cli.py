@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -49,9 +48,25 @@ def test_run_writes_the_run_directory_and_shows_the_table(tmp_path):
 
 def test_overrides_win_over_the_file(tmp_path):
     config = write_config(tmp_path, tiny())
-    result = invoke("run", config, "--runs-dir", tmp_path / "runs", "--quiet", "--epochs", "2",
-                    "--seed", "7", "--device", "cpu", "--set", "optimizer.lr=0.05",
-                    "--set", "scheduler.gamma=0.1", "--set", "name=other")  # fmt: skip
+    result = invoke(
+        "run",
+        config,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--quiet",
+        "--epochs",
+        "2",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--set",
+        "optimizer.lr=0.05",
+        "--set",
+        "scheduler.gamma=0.1",
+        "--set",
+        "name=other",
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = run_dirs(tmp_path / "runs")
     assert run_dir.name.endswith("-other")
@@ -98,32 +113,48 @@ def test_plot_of_a_missing_run_is_a_usage_error(tmp_path):
 BAD_CONFIGS = {
     "unknown top-level key": (tiny(epochz=3), "epochz: unknown key; did you mean 'epochs'"),
     "unknown data key": (tiny(data={"name": "moons", "batch": 8}), "data.batch: unknown key"),
-    "unknown scheduler": (tiny(scheduler={"name": "CosineAnealingLR"}),
-                          "did you mean 'CosineAnnealingLR'"),
+    "unknown scheduler": (
+        tiny(scheduler={"name": "CosineAnealingLR"}),
+        "did you mean 'CosineAnnealingLR'",
+    ),
     "unknown optimizer": (tiny(optimizer={"name": "Adamm", "lr": 0.1}), "did you mean 'Adam"),
     "unknown dataset": (tiny(data={"name": "moon"}), "did you mean 'moons'"),
     "unknown model": (tiny(model={"name": "mpl"}), "did you mean 'mlp'"),
     "negative epochs": (tiny(epochs=-3), "epochs: input should be greater than 0"),
-    "val_fraction above 1": (tiny(data={"name": "moons", "val_fraction": 1.5}),
-                             "data.val_fraction: input should be less than 1"),
+    "val_fraction above 1": (
+        tiny(data={"name": "moons", "val_fraction": 1.5}),
+        "data.val_fraction: input should be less than 1",
+    ),
     "zero lr": (tiny(optimizer={"name": "SGD", "lr": 0}), "optimizer.lr: input should be greater"),
     "missing lr": (tiny(optimizer={"name": "SGD"}), "optimizer.lr: required key is missing"),
-    "unknown scheduler argument": (tiny(scheduler={"name": "StepLR", "step_size": 2, "gama": 0.5}),
-                                   "scheduler.gama: StepLR does not take 'gama'; did you mean"),
-    "missing scheduler argument": (tiny(scheduler={"name": "StepLR"}),
-                                   "scheduler.step_size: StepLR requires step_size"),
+    "unknown scheduler argument": (
+        tiny(scheduler={"name": "StepLR", "step_size": 2, "gama": 0.5}),
+        "scheduler.gama: StepLR does not take 'gama'; did you mean",
+    ),
+    "missing scheduler argument": (
+        tiny(scheduler={"name": "StepLR"}),
+        "scheduler.step_size: StepLR requires step_size",
+    ),
     "scheduler argument of the wrong type": (
-        tiny(scheduler={"name": "StepLR", "step_size": "often"}), "scheduler.step_size"),
+        tiny(scheduler={"name": "StepLR", "step_size": "often"}),
+        "scheduler.step_size",
+    ),
     "optimizer argument torch rejects": (
-        tiny(optimizer={"name": "SGD", "lr": 0.1, "momentum": -1}), "Invalid momentum value"),
+        tiny(optimizer={"name": "SGD", "lr": 0.1, "momentum": -1}),
+        "Invalid momentum value",
+    ),
     "unknown optimizer argument": (
-        tiny(optimizer={"name": "Adam", "lr": 0.1, "momentm": 0.9}), "optimizer.momentm"),
+        tiny(optimizer={"name": "Adam", "lr": 0.1, "momentm": 0.9}),
+        "optimizer.momentm",
+    ),
     "lr expression that is not arithmetic": (
         tiny(scheduler={"name": "LambdaLR", "lr_lambda": "__import__('os').getcwd()"}),
-        "scheduler.lr_lambda: "),
+        "scheduler.lr_lambda: ",
+    ),
     "plateau mode against the metric": (
         tiny(scheduler={"name": "ReduceLROnPlateau", "monitor": "val_loss", "mode": "max"}),
-        "scheduler.mode: mode 'max' contradicts monitor 'val_loss'"),
+        "scheduler.mode: mode 'max' contradicts monitor 'val_loss'",
+    ),
     "cuda without cuda": (tiny(device="cuda"), "device: 'cuda' asked for"),
     "cnn on tabular data": (tiny(model={"name": "cnn"}), "cnn needs image-shaped data"),
 }
@@ -148,8 +179,10 @@ BAD_FILES = {
     "missing file": (None, "config file not found"),
     "empty file": ("", "the file is empty"),
     "bad YAML": ("epochs: 3\ndata: {name: moons\noptimizer: x\n", "line 3: invalid YAML"),
-    "python tag": ("epochs: !!python/object/apply:os.system ['echo hacked']\n",
-                   "line 1: invalid YAML: tags such as"),
+    "python tag": (
+        "epochs: !!python/object/apply:os.system ['echo hacked']\n",
+        "line 1: invalid YAML: tags such as",
+    ),
     "not a mapping": ("- a\n- b\n", "the top level must be a mapping"),
 }
 
@@ -183,8 +216,9 @@ def test_bad_set_is_a_usage_error(tmp_path):
 
 
 def test_diverged_run_exits_3_and_keeps_its_epochs(tmp_path):
-    config = write_config(tmp_path, tiny(epochs=30, optimizer={"name": "SGD", "lr": 1e6},
-                                         scheduler={"name": "none"}))  # fmt: skip
+    config = write_config(
+        tmp_path, tiny(epochs=30, optimizer={"name": "SGD", "lr": 1e6}, scheduler={"name": "none"})
+    )
     result = invoke("run", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 3, result.output
     (run_dir,) = run_dirs(tmp_path / "runs")
@@ -194,13 +228,19 @@ def test_diverged_run_exits_3_and_keeps_its_epochs(tmp_path):
 
 
 def lrsched(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lrsched_cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrsched_cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_module_help_runs_in_a_subprocess():
-    result = subprocess.run([sys.executable, "-m", "lrsched_cli", "--help"], capture_output=True,
-                            text=True, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "lrsched_cli", "--help"], capture_output=True, text=True, check=True
+    )
     assert "run" in result.stdout and "plot" in result.stdout
 
 

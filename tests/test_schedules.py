@@ -13,15 +13,22 @@ from conftest import CONFIGS, tiny, train
 from lrsched_cli.registry import scheduler_classes
 
 # The test's own lambdas for the expression strings the configs use.
-LAMBDAS = {"epoch / 10": lambda e: e / 10, "0.95": lambda e: 0.95, "min(1, (epoch + 1) / 3)":
-           lambda e: min(1, (e + 1) / 3)}  # fmt: skip
+LAMBDAS = {
+    "epoch / 10": lambda e: e / 10,
+    "0.95": lambda e: 0.95,
+    "min(1, (epoch + 1) / 3)": lambda e: min(1, (e + 1) / 3),
+}
 
 
 def steps_per_epoch(config: dict) -> int:
     """Recomputed here from the config: samples minus the validation share, over the batch."""
     data = config["data"]
-    n = data.get("n_samples") or {"digits": 1797, "wine": 178, "breast_cancer": 569,
-                                  "iris": 150, "diabetes": 442}[data["name"]]  # fmt: skip
+    n = (
+        data.get("n_samples")
+        or {"digits": 1797, "wine": 178, "breast_cancer": 569, "iris": 150, "diabetes": 442}[
+            data["name"]
+        ]
+    )
     n_train = n - min(max(1, round(n * data.get("val_fraction", 0.2))), n - 1)
     return math.ceil(n_train / data["batch_size"])
 
@@ -63,9 +70,7 @@ def recorded_lrs(history, interval: str) -> list[float]:
     return [row["lr"] for row in (history.steps if interval == "step" else history.epochs)]
 
 
-EXAMPLES = sorted(
-    p for p in CONFIGS.glob("*.yaml") if "ReduceLROnPlateau" not in p.read_text()
-)
+EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if "ReduceLROnPlateau" not in p.read_text())
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -94,14 +99,21 @@ BLOCKS = {
     "CosineAnnealingWarmRestarts": {"T_0": 2, "T_mult": 2},
     "CyclicLR": {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 3},
     "OneCycleLR": {"max_lr": 0.3},
-    "SequentialLR": {"milestones": [2], "schedulers": [
-        {"name": "ConstantLR", "factor": 0.1, "total_iters": 2},
-        {"name": "ExponentialLR", "gamma": 0.8}]},
-    "ChainedScheduler": {"schedulers": [
-        {"name": "ConstantLR", "factor": 0.5, "total_iters": 2},
-        {"name": "ExponentialLR", "gamma": 0.9}]},
+    "SequentialLR": {
+        "milestones": [2],
+        "schedulers": [
+            {"name": "ConstantLR", "factor": 0.1, "total_iters": 2},
+            {"name": "ExponentialLR", "gamma": 0.8},
+        ],
+    },
+    "ChainedScheduler": {
+        "schedulers": [
+            {"name": "ConstantLR", "factor": 0.5, "total_iters": 2},
+            {"name": "ExponentialLR", "gamma": 0.9},
+        ]
+    },
     "ReduceLROnPlateau": None,  # replayed from its recorded metric, below
-}  # fmt: skip
+}
 
 
 def test_every_torch_scheduler_has_a_case():
@@ -151,8 +163,7 @@ def test_plateau_example_replays_through_torch(tmp_path):
 
 
 def test_plateau_on_accuracy_fills_mode_max(tmp_path):
-    block = {"name": "ReduceLROnPlateau", "monitor": "val_accuracy", "patience": 0,
-             "factor": 0.5}  # fmt: skip
+    block = {"name": "ReduceLROnPlateau", "monitor": "val_accuracy", "patience": 0, "factor": 0.5}
     history = train(tiny(epochs=6, scheduler=block), tmp_path)
     assert history.config["scheduler"]["mode"] == "max"
     assert history.column("lr") == pytest.approx(
@@ -168,17 +179,23 @@ def test_onecycle_total_steps_is_filled_in(tmp_path):
 
 
 def test_onecycle_after_warmup_gets_the_remaining_steps(tmp_path):
-    block = {"name": "SequentialLR", "milestones": [10], "schedulers": [
-        {"name": "LinearLR", "start_factor": 0.1, "total_iters": 10},
-        {"name": "OneCycleLR", "max_lr": 0.3}]}  # fmt: skip
+    block = {
+        "name": "SequentialLR",
+        "milestones": [10],
+        "schedulers": [
+            {"name": "LinearLR", "start_factor": 0.1, "total_iters": 10},
+            {"name": "OneCycleLR", "max_lr": 0.3},
+        ],
+    }
     config = tiny(epochs=3, scheduler=block)
     history = train(config, tmp_path)
     total = 3 * steps_per_epoch(config)
     assert history.config["scheduler"]["interval"] == "step"
     assert history.config["scheduler"]["schedulers"][1]["total_steps"] == total - 10
     child = {"name": "OneCycleLR", "max_lr": 0.3, "total_steps": total - 10}
-    expected, _ = expected_lrs({**config, "scheduler": {**block, "schedulers": [
-        block["schedulers"][0], child]}})  # fmt: skip
+    expected, _ = expected_lrs(
+        {**config, "scheduler": {**block, "schedulers": [block["schedulers"][0], child]}}
+    )
     assert recorded_lrs(history, "step") == pytest.approx(expected, rel=1e-12)
 
 

@@ -1,0 +1,72 @@
+"""YAML -> ExperimentConfig: safe loading, overrides, and messages that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIGS, tiny, write_config
+from lrsched_cli.config import ConfigError, line_of, load_config
+
+
+def test_every_example_config_loads():
+    for path in CONFIGS.glob("*.yaml"):
+        cfg = load_config(path)
+        assert cfg.name == path.stem or path.stem == "quickstart"
+
+
+def test_defaults_and_name_from_the_file_stem(tmp_path):
+    config = tiny()
+    del config["name"], config["device"]
+    cfg = load_config(write_config(tmp_path, config, "my-run.yaml"))
+    assert (cfg.name, cfg.seed, cfg.device) == ("my-run", 0, "auto")
+    assert cfg.data.val_fraction == 0.2 and cfg.data.batch_size == 16
+
+
+def test_precedence_file_then_set_then_options(tmp_path):
+    path = write_config(tmp_path, tiny(epochs=4))
+    cfg = load_config(
+        path, ["epochs=6", "optimizer.lr=0.5", "scheduler.milestones=[1, 2]"], epochs=8, seed=3
+    )
+    assert cfg.epochs == 8 and cfg.seed == 3 and cfg.optimizer.lr == 0.5
+    assert cfg.scheduler.kwargs["milestones"] == [1, 2]
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "epochs: 2\ndata: {name: moons}\noptimizer: {name: SGD, lr: 1e-3}\n"
+        "scheduler: {name: CosineAnnealingLR, T_max: 2, eta_min: 1e-5}\n"
+    )
+    cfg = load_config(path)
+    assert cfg.optimizer.lr == 0.001 and cfg.scheduler.kwargs["eta_min"] == 1e-5
+
+
+def test_several_errors_are_all_reported_with_lines(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 0\ndata:\n  name: moons\n  val_fraction: 2\noptimizer: {name: SGD}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert f"{path}, line 1: epochs" in message
+    assert f"{path}, line 4: data.val_fraction" in message
+    assert f"{path}, line 5: optimizer.lr: required key is missing" in message
+
+
+def test_line_of_nested_keys():
+    text = (CONFIGS / "warmup_cosine.yaml").read_text()
+    lines = text.splitlines()
+    line = line_of(text, "scheduler.schedulers.1.T_max")
+    assert "CosineAnnealingLR" in lines[line - 1]
+    assert "milestones" in lines[line_of(text, "scheduler.milestones") - 1]
+
+
+def test_device_must_be_a_known_kind(tmp_path):
+    with pytest.raises(ConfigError, match="device"):
+        load_config(write_config(tmp_path, tiny(device="tpu")))
+
+
+def test_directory_is_not_a_config(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(Path(tmp_path))

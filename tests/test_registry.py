@@ -1,0 +1,146 @@
+"""Names -> torch classes, kwargs checked against torch, and safe lr expressions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lrsched_cli.config import ConfigError, OptimizerConfig, SchedulerConfig
+from lrsched_cli.expressions import LrExpression
+from lrsched_cli.registry import (
+    UNSUPPORTED_OPTIMIZERS,
+    build_optimizer,
+    canonical_scheduler_name,
+    optimizer_classes,
+    resolve_scheduler,
+)
+
+
+def params():
+    return [torch.nn.Parameter(torch.zeros(2, 2))]
+
+
+@pytest.mark.parametrize("name", sorted(optimizer_classes()))
+def test_every_optimizer_builds_and_steps(name):
+    weights = params()
+    optimizer = build_optimizer(weights, OptimizerConfig(name=name, lr=0.01))
+    weights[0].sum().backward()
+    optimizer.step()
+    assert optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_optimizers_cover_torch_except_the_documented_ones():
+    torch_names = {
+        n
+        for n, c in vars(torch.optim).items()
+        if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)
+    }
+    assert set(optimizer_classes()) == torch_names - {"Optimizer"} - set(UNSUPPORTED_OPTIMIZERS)
+
+
+def test_unsupported_optimizer_says_why():
+    with pytest.raises(ConfigError, match="LBFGS is not supported: its step"):
+        build_optimizer(params(), OptimizerConfig(name="LBFGS", lr=0.1))
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("cosine", "CosineAnnealingLR"),
+        ("steplr", "StepLR"),
+        ("plateau", "ReduceLROnPlateau"),
+        ("None", "none"),
+    ],
+)
+def test_aliases_and_any_case(given, expected):
+    assert canonical_scheduler_name(given) == expected
+
+
+def test_string_numbers_are_coerced_by_torch_annotation():
+    optimizer = build_optimizer(params(), OptimizerConfig(name="SGD", lr=0.1, momentum="0.5"))
+    assert optimizer.param_groups[0]["momentum"] == 0.5
+
+
+def test_last_epoch_is_managed():
+    from lrsched_cli.registry import build_scheduler
+
+    optimizer = build_optimizer(params(), OptimizerConfig(name="SGD", lr=0.1))
+    block = SchedulerConfig(name="StepLR", step_size=1, last_epoch=3)
+    with pytest.raises(ConfigError, match="lrsched manages last_epoch"):
+        build_scheduler(optimizer, block)
+
+
+def test_composites_refuse_plateau():
+    block = SchedulerConfig(
+        name="SequentialLR",
+        milestones=[2],
+        schedulers=[{"name": "ConstantLR"}, {"name": "plateau"}],
+    )
+    with pytest.raises(ConfigError, match="cannot hold ReduceLROnPlateau"):
+        resolve_scheduler(block, 4, 10, "classification")
+
+
+def test_monitor_is_for_plateau_only():
+    with pytest.raises(ConfigError, match="only ReduceLROnPlateau is fed a metric"):
+        resolve_scheduler(
+            SchedulerConfig(name="StepLR", step_size=1, monitor="val_loss"), 4, 10, "classification"
+        )
+
+
+def test_plateau_on_accuracy_needs_classification():
+    block = SchedulerConfig(name="ReduceLROnPlateau", monitor="val_accuracy")
+    with pytest.raises(ConfigError, match="only for classification"):
+        resolve_scheduler(block, 4, 10, "regression")
+
+
+@pytest.mark.parametrize(
+    ("text", "counter", "value"),
+    [
+        ("epoch / 10", 3, 0.3),
+        ("0.95", 7, 0.95),
+        (0.5, 1, 0.5),
+        ("min(1, (step + 1) / 5)", 2, 0.6),
+        ("0.5 ** (epoch // 2)", 5, 0.25),
+        ("exp(-epoch) if epoch > 2 else 1", 1, 1.0),
+        ("cos(pi * epoch / 4)", 4, -1.0),
+    ],
+)
+def test_expressions_evaluate(text, counter, value):
+    assert LrExpression(text)(counter) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "__import__('os').system('echo hi')",
+        "epoch.__class__",
+        "open('x')",
+        "'a' * 3",
+        "[1, 2][0]",
+        "lambda: 1",
+        "x + 1",
+        "1 << 10",
+        "epoch in (1, 2)",
+        "epoch = 1",
+        "exp(x=1)",
+        "True",
+        "{'a': 1}",
+        "1 +",
+    ],
+)
+def test_expressions_refuse_anything_but_arithmetic(text):
+    with pytest.raises(ConfigError, match="scheduler.lr_lambda"):
+        LrExpression(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["9 ** 9 ** 9", "epoch / (epoch - 2)", "exp(1000 * epoch)", "-1", "log(epoch - 5)"]
+)
+def test_expressions_are_checked_over_the_whole_run(text):
+    with pytest.raises(ConfigError, match="scheduler.lr_lambda"):
+        LrExpression(text).check(range(10))
+
+
+def test_expressions_have_a_length_limit():
+    with pytest.raises(ConfigError, match="longer than"):
+        LrExpression("1 + " * 100 + "1")
