@@ -107,10 +107,20 @@ def _save(figure, axes: Axes, path: Path) -> Path:
 
 
 def _log_scale_if_wide(axes: Axes, values: list) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
     finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
-    if finite and min(finite) > 0 and max(finite) / min(finite) >= DECADE_RATIO:
-        if len(finite) == len([v for v in values if v is not None]):  # log of 0 would hide points
-            axes.set_yscale("log")
+    if not finite or len(finite) != len([v for v in values if v is not None]):
+        return  # a log axis would hide zeros and negatives
+    ratio = max(finite) / min(finite)
+    if ratio < DECADE_RATIO:
+        return
+    axes.set_yscale("log")
+    if ratio < DECADE_RATIO**2:  # about one decade: label a few minor ticks, as plain numbers
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        axes.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
+        axes.yaxis.set_major_formatter(plain)
+        axes.yaxis.set_minor_formatter(plain)
 
 
 def _fractional_epochs(steps: list[dict]) -> list[float]:
