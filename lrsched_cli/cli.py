@@ -56,7 +56,13 @@ def main(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="The experiment's YAML config.")],
+    config: Annotated[Path | None, typer.Argument(help="The experiment's YAML config.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue a killed or interrupted run in its directory.", file_okay=False
+        ),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     overrides: Overrides = None,
     epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1)] = None,
@@ -66,9 +72,16 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run dir.")] = False,
 ) -> None:
     """Train one config and save its run directory: metrics, steps, summary and plots."""
+    if (config is None) == (resume is None):
+        raise typer.BadParameter("give a CONFIG to run, or --resume RUN_DIR, not both")
+    if resume is not None and (overrides or epochs or seed is not None or device):
+        raise typer.BadParameter("--resume continues the run's saved config; it takes no overrides")
     with _exit_codes(config, overrides):
-        cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
-        result = _train(cfg, runs_dir, quiet or as_json)
+        if resume is not None:
+            result = _train(None, resume, quiet or as_json)
+        else:
+            cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
+            result = _train(cfg, runs_dir, quiet or as_json)
         history = store.read_run(result.path)
         _draw_plots(history, history.path)
         _render_result(history, as_json, quiet)
@@ -89,13 +102,14 @@ def plot(
             console.print(str(path))
 
 
-def _train(cfg: ExperimentConfig, runs_dir: Path, quiet: bool):
+def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool):
+    """Run `cfg` under the runs directory, or resume the run in `directory` when cfg is None."""
     from lrsched_cli import runner  # torch is imported here, only by commands that train
 
-    if quiet:
-        return runner.run_experiment(cfg, runs_dir)
-    with _ProgressObserver() as observer:
-        return runner.run_experiment(cfg, runs_dir, observer)
+    with _ProgressObserver(enabled=not quiet) as observer:
+        if cfg is None:
+            return runner.resume_experiment(directory, observer)
+        return runner.run_experiment(cfg, directory, observer)
 
 
 def _draw_plots(history: store.RunHistory, out_dir: Path) -> list[Path]:
@@ -112,6 +126,8 @@ def _render_result(history: store.RunHistory, as_json: bool, quiet: bool) -> Non
     else:
         console.print(report.render_run(history))
         console.print(report.render_summary(history))
+    if history.summary.get("status") == "interrupted":
+        err.print(f"resume with: lrsched run --resume {history.path}", highlight=False)
 
 
 class _exit_codes:  # noqa: N801 - used as a `with` block, like contextlib's lower-case helpers
@@ -166,7 +182,7 @@ class _ProgressObserver:
 
     LONG_EPOCH = 100  # batches; shorter epochs get no batch bar
 
-    def __init__(self):
+    def __init__(self, enabled: bool = True):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -185,6 +201,7 @@ class _ProgressObserver:
             console=console,
             transient=True,
         )
+        self.enabled = enabled
         self.epochs_task = self.batches_task = None
 
     def __enter__(self) -> _ProgressObserver:
@@ -195,6 +212,8 @@ class _ProgressObserver:
             self.progress.stop()
 
     def on_start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
+        if not self.enabled:
+            return
         # Started here, not on entry: a config error raised earlier leaves no blank live area.
         self.progress.start()
         console.print(Text.assemble("run directory: ", (str(run_dir), "bold")))
@@ -207,6 +226,8 @@ class _ProgressObserver:
             self.progress.update(self.batches_task, completed=done)
 
     def on_epoch(self, record: dict[str, Any]) -> None:
+        if self.epochs_task is None:
+            return
         val = report.format_number(record["val_loss"])
         description = f"epoch {record['epoch']} · val loss {val}"
         self.progress.update(self.epochs_task, advance=1, description=description)

@@ -11,7 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
-METRICS = ("val_loss", "val_accuracy", "train_loss")
+# Bounds that keep a typo (hidden: [10000000]) from exhausting memory on a toy-model tool.
+MAX_SAMPLES, MAX_SIZE, MAX_LAYERS, MAX_EPOCHS = 10_000_000, 65_536, 64, 1_000_000
 
 
 class _Loader(yaml.SafeLoader):
@@ -38,7 +39,7 @@ class ConfigError(ValueError):
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Open(BaseModel):
@@ -53,10 +54,12 @@ class _Open(BaseModel):
 
 class DataConfig(_Closed):
     name: str = Field(description="a registered dataset (`lrsched list datasets`)")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, le=MAX_SIZE)
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of samples held out")
-    n_samples: int | None = Field(None, gt=0, description="synthetic datasets: how many")
-    noise: float | None = Field(None, ge=0, description="synthetic datasets: noise level")
+    n_samples: int | None = Field(
+        None, gt=1, le=MAX_SAMPLES, description="synthetic datasets: how many"
+    )
+    noise: float | None = Field(None, ge=0, le=1e6, description="synthetic datasets: noise level")
     path: str | None = Field(None, description="csv: the file to read")
     target: str | None = Field(None, description="csv: the column to predict")
     task: Literal["classification", "regression"] | None = Field(None, description="csv only")
@@ -72,9 +75,17 @@ class ModelConfig(_Closed):
     @field_validator("hidden", "channels")
     @classmethod
     def _positive_sizes(cls, sizes: list[int] | None) -> list[int] | None:
-        if sizes is not None and any(size <= 0 for size in sizes):
-            raise ValueError("every size must be a positive integer")
+        if sizes is not None and not all(0 < size <= MAX_SIZE for size in sizes):
+            raise ValueError(f"every size must be an integer from 1 to {MAX_SIZE}")
+        if sizes is not None and len(sizes) > MAX_LAYERS:
+            raise ValueError(f"at most {MAX_LAYERS} layers")
         return sizes
+
+
+class EarlyStoppingConfig(_Closed):
+    monitor: Literal["val_loss", "val_accuracy", "train_loss"] = "val_loss"
+    patience: int = Field(5, gt=0, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="the least change that counts as improvement")
 
 
 class OptimizerConfig(_Open):
@@ -99,7 +110,12 @@ class ExperimentConfig(_Closed):
     name: str = Field(description="names the run directory; default: the file's stem")
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto|cpu|cuda|cuda:N|mps")
-    epochs: int = Field(10, gt=0)
+    epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
+    checkpoint_every: int = Field(1, ge=0, description="epochs between checkpoints; 0: none")
+    on_nonfinite: Literal["stop", "continue"] = Field(
+        "stop", description="a NaN or infinite loss: stop the run (diverged) or carry on"
+    )
+    early_stopping: EarlyStoppingConfig | None = None
     data: DataConfig
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig

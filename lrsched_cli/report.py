@@ -8,9 +8,15 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from lrsched_cli.store import RunHistory
+from lrsched_cli.store import RunHistory, effective_status
 
-STATUS_STYLES = {"completed": "green", "interrupted": "yellow", "diverged": "red", "failed": "red"}
+STATUS_STYLES = {
+    "completed": "green",
+    "interrupted": "yellow",
+    "stale": "yellow",
+    "diverged": "red",
+    "failed": "red",
+}
 HEAD, TAIL = 5, 5  # rows kept at each end of a long run
 
 
@@ -41,7 +47,7 @@ def render_run(history: RunHistory, max_rows: int = 30) -> Table:
 def render_summary(history: RunHistory) -> Text:
     """One closing paragraph: status, best and final val loss, time, and where the run is."""
     summary = history.summary
-    status = summary.get("status", "unknown")
+    status = effective_status(summary)
     text = Text()
     text.append(f"{status}", style=STATUS_STYLES.get(status, "bold"))
     text.append(
@@ -57,6 +63,10 @@ def render_summary(history: RunHistory) -> Text:
         )
     if "final_val_accuracy" in summary:
         text.append(f", final val acc {summary['final_val_accuracy']:.1%}")
+    if "stopped_early_at" in summary:
+        text.append(f"\nstopped early at epoch {summary['stopped_early_at']}: no improvement")
+    if status == "stale":
+        text.append(f"\nprocess {summary.get('pid')} is gone; its finished epochs are kept")
     text.append("\nrun directory: ")
     text.append(str(history.path), style="bold")
     return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from lrsched_cli import __version__, store
-from lrsched_cli.config import ConfigError, ExperimentConfig
+from lrsched_cli.checkpoint import load_checkpoint, save_checkpoint
+from lrsched_cli.config import ConfigError, EarlyStoppingConfig, ExperimentConfig, load_config
 from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_data
 from lrsched_cli.models import build_model, resolve_model
 from lrsched_cli.registry import (
@@ -130,6 +132,12 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
     dataset = build_dataset(data_cfg, derive_seed(cfg.seed, "data"), derive_seed(cfg.seed, "split"))
     steps_per_epoch = math.ceil(len(dataset.x_train) / data_cfg.batch_size)
     scheduler_cfg = resolve_scheduler(cfg.scheduler, cfg.epochs, steps_per_epoch, dataset.task)
+    early = cfg.early_stopping
+    if early and early.monitor == "val_accuracy" and dataset.task != CLASSIFICATION:
+        raise ConfigError(
+            "early_stopping.monitor: val_accuracy exists only for classification",
+            "early_stopping.monitor",
+        )
     model_cfg = resolve_model(cfg.model)
     resolved = cfg.model_copy(
         update={"data": data_cfg, "model": model_cfg, "scheduler": scheduler_cfg}
@@ -163,23 +171,59 @@ def run_experiment(
     Example:
         >>> result = run_experiment(load_config(Path("configs/quickstart.yaml")), Path("runs"))
     """
-    observer = observer or RunObserver()
     experiment = prepare(cfg)
     path = store.create_run_dir(runs_dir, cfg.name)
     writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
-    summary = _start_summary(experiment)
+    return _execute(experiment, path, writer, [], _start_summary(experiment), observer, (0, 0))
+
+
+def resume_experiment(run_dir: Path, observer: RunObserver | None = None) -> RunResult:
+    """Continue a killed, interrupted or failed run in its own directory, from its checkpoint."""
+    history = store.read_run(run_dir)
+    status = store.effective_status(history.summary)
+    if status not in RESUMABLE:
+        reason = RESUMABLE_REASONS.get(status, f"its status is {status!r}")
+        raise ConfigError(f"--resume {run_dir}: cannot resume: {reason}")
+    cfg = load_config(run_dir / store.CONFIG_FILE)
+    experiment = prepare(cfg)
+    done = load_checkpoint(experiment, run_dir)
+    writer = store.RunWriter(run_dir, {}, experiment.metric_columns, resume_at=done)
+    summary = {**history.summary, **_start_summary(experiment), "resumed_from_epoch": done[0]}
+    summary["started_unix"] = history.summary.get("started_unix", summary["started_unix"])
+    records = history.epochs[: done[0]]
+    return _execute(experiment, run_dir, writer, records, summary, observer, done)
+
+
+RESUMABLE = ("interrupted", "failed", "stale")
+RESUMABLE_REASONS = {
+    "running": "it is still running",
+    "completed": "it completed all its epochs",
+    "diverged": "it diverged; resuming would repeat that (lower the lr and start again)",
+}
+
+
+def _execute(experiment, path, writer, records, summary, observer, start) -> RunResult:
+    """Train from `start` (epochs, steps done), keeping each epoch on disk as it ends."""
+    observer = observer or RunObserver()
+    cfg = experiment.config
     writer.write_summary(summary)
     observer.on_start(path, cfg.epochs, experiment.steps_per_epoch)
-    records: list[dict[str, Any]] = []
 
     def keep_epoch(record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
         writer.append_epoch(record, steps)
         records.append(record)
+        epoch = record["epoch"]
+        if cfg.checkpoint_every and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
+            save_checkpoint(experiment, path, epoch, steps[-1][0] if steps else start[1])
         writer.write_summary(_finish_summary(summary, records))
         observer.on_epoch(record)
 
     try:
-        summary["status"] = train(experiment, keep_epoch, observer)
+        status = train(experiment, keep_epoch, observer, start, list(records))
+        if status == "stopped_early":
+            summary["stopped_early_at"] = records[-1]["epoch"]
+            status = "completed"
+        summary["status"] = status
     except KeyboardInterrupt:
         summary["status"] = "interrupted"
     except Exception as exc:
@@ -192,15 +236,26 @@ def run_experiment(
     return RunResult(path, summary["status"], summary)
 
 
-def train(experiment: Experiment, keep_epoch: Callable, observer: RunObserver) -> str:
-    """The loop: train every batch, validate, then step an epoch scheduler; returns the status."""
+def train(
+    experiment: Experiment,
+    keep_epoch: Callable,
+    observer: RunObserver,
+    start: tuple[int, int] = (0, 0),
+    done: list[dict[str, Any]] = (),
+) -> str:
+    """The loop: train every batch, validate, then step an epoch scheduler; returns the status.
+
+    `start` is (epochs, steps) already done and `done` their records, when resuming.
+    """
     cfg, optimizer, scheduler = experiment.config, experiment.optimizer, experiment.scheduler
     needs_metric = scheduler_spec(cfg.scheduler.name).needs_metric
+    stopper = EarlyStopping.replay(cfg.early_stopping, done)
     data = _to_device(experiment.dataset, experiment.device)
-    torch.manual_seed(experiment.dropout_seed)  # the global stream is dropout's alone from here
-    step = 0
+    if start == (0, 0):
+        torch.manual_seed(experiment.dropout_seed)  # the global stream is dropout's alone
+    first_epoch, step = start
     with _stop_after_batch_on_sigint() as stop:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first_epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()
             lrs = [float(group["lr"]) for group in optimizer.param_groups]  # before any step
             train_sum, step_lrs = _train_epoch(experiment, data, epoch, stop, observer)
@@ -210,16 +265,49 @@ def train(experiment: Experiment, keep_epoch: Callable, observer: RunObserver) -
             # One host sync per epoch: every sum stayed on the device until here.
             train_total, val_total, n_correct = torch.stack([train_sum, val_sum, correct]).tolist()
             record = _epoch_record(experiment, epoch, lrs, train_total, val_total, n_correct)
-            diverged = not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss"))
-            if scheduler is not None and not experiment.steps_scheduler_per_batch and not diverged:
+            finite = math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])
+            if scheduler is not None and not experiment.steps_scheduler_per_batch and finite:
                 # ReduceLROnPlateau gets this epoch's metric; a NaN would count as a bad epoch.
                 scheduler.step(record[cfg.scheduler.monitor]) if needs_metric else scheduler.step()
             record["seconds"] = time.perf_counter() - started
             keep_epoch(record, [(step + i + 1, epoch, lr) for i, lr in enumerate(step_lrs)])
             step += len(step_lrs)
-            if diverged:
+            if not finite and cfg.on_nonfinite == "stop":
                 return "diverged"
+            if stopper is not None and stopper.update(record):
+                return "stopped_early"
     return "completed"
+
+
+class EarlyStopping:
+    """Stop when the monitored metric has not improved by `min_delta` for `patience` epochs."""
+
+    def __init__(self, cfg: EarlyStoppingConfig):
+        self.cfg = cfg
+        self.sign = -1 if cfg.monitor == "val_accuracy" else 1  # minimise sign * value
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    @classmethod
+    def replay(cls, cfg: EarlyStoppingConfig | None, records) -> EarlyStopping | None:
+        """A stopper that has seen `records`: resuming needs no extra state in the checkpoint."""
+        if cfg is None:
+            return None
+        stopper = cls(cfg)
+        for record in records:
+            stopper.update(record)
+        return stopper
+
+    def update(self, record: dict[str, Any]) -> bool:
+        value = record[self.cfg.monitor]
+        improved = math.isfinite(value) and (
+            self.best is None or self.sign * value < self.sign * self.best - self.cfg.min_delta
+        )
+        if improved:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.cfg.patience
 
 
 def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor, list[float]]:
@@ -305,6 +393,7 @@ def _start_summary(experiment: Experiment) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "lrsched_version": __version__,
         "pid": os.getpid(),
+        "hostname": socket.gethostname(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "started_unix": time.time(),
     }
@@ -313,7 +402,8 @@ def _start_summary(experiment: Experiment) -> dict[str, Any]:
 def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     """Fill in what the finished epochs say: best and final val loss, timings."""
     summary["epochs_done"] = len(records)
-    summary["wall_seconds"] = time.time() - summary["started_unix"]
+    summary["updated_unix"] = time.time()  # a heartbeat: when the last epoch was kept
+    summary["wall_seconds"] = summary["updated_unix"] - summary["started_unix"]
     if records:
         finite = [r for r in records if math.isfinite(r["val_loss"])]
         best = min(finite, key=lambda r: r["val_loss"]) if finite else records[-1]
@@ -324,6 +414,11 @@ def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> d
             final_epoch=records[-1]["epoch"],
             train_seconds=sum(r["seconds"] for r in records if "seconds" in r),
         )
+        nonfinite = [
+            r["epoch"] for r in records if not math.isfinite(r["train_loss"] + r["val_loss"])
+        ]
+        if nonfinite:
+            summary["nonfinite_epochs"] = nonfinite
         if "val_accuracy" in records[-1]:
             summary["final_val_accuracy"] = records[-1]["val_accuracy"]
             summary["best_val_accuracy"] = max(r["val_accuracy"] for r in records)

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,14 +70,29 @@ def safe_name(name: str) -> str:
 
 
 class RunWriter:
-    """Appends epochs as they finish; every write leaves the files readable if the process dies."""
+    """Appends epochs as they finish; every write leaves the files readable if the process dies.
 
-    def __init__(self, path: Path, config: dict[str, Any], metric_columns: list[str]):
+    With `resume_at=(epochs, steps)`, an existing run is reopened: rows past that point (work
+    done after the last checkpoint) are dropped and appending continues.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: dict[str, Any],
+        metric_columns: list[str],
+        resume_at: tuple[int, int] | None = None,
+    ):
         self.path = path
         self.metric_columns = metric_columns
-        (path / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        self._metrics = _open_csv(path / METRICS_FILE, metric_columns)
-        self._steps = _open_csv(path / STEPS_FILE, STEP_COLUMNS)
+        if resume_at is None:
+            _replace_text(path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+            self._metrics = _open_csv(path / METRICS_FILE, metric_columns)
+            self._steps = _open_csv(path / STEPS_FILE, STEP_COLUMNS)
+        else:
+            epochs, steps = resume_at
+            self._metrics = _reopen_csv(path / METRICS_FILE, "epoch", epochs)
+            self._steps = _reopen_csv(path / STEPS_FILE, "step", steps)
 
     def append_epoch(self, record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
         """Write one finished epoch: its steps first, so a metrics row implies its steps."""
@@ -87,13 +103,38 @@ class RunWriter:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Replace summary.json whole (write, then rename): readers never see half a file."""
-        temporary = self.path / f".{SUMMARY_FILE}.tmp"
-        temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, self.path / SUMMARY_FILE)
+        _replace_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
     def close(self) -> None:
         self._metrics.handle.close()
         self._steps.handle.close()
+
+
+def effective_status(summary: dict[str, Any]) -> str:
+    """The summary's status, or `stale` for a `running` run whose process is gone."""
+    status = summary.get("status", "unknown")
+    if status == "running" and summary.get("hostname") == socket.gethostname():
+        if not _process_alive(summary.get("pid")):
+            return "stale"
+    return status
+
+
+def _process_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _replace_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 @dataclass
@@ -108,6 +149,19 @@ def _open_csv(path: Path, columns) -> _CsvFile:
     writer.writerow(columns)
     handle.flush()
     return _CsvFile(handle, writer)
+
+
+def _reopen_csv(path: Path, key: str, keep: int) -> _CsvFile:
+    """Keep the header and the complete rows whose `key` is at most `keep`, then append."""
+    text = _read_text(path)
+    header = text.splitlines()[0] if text else ""
+    rows = [row for row in _read_rows(path) if isinstance(row.get(key), int) and row[key] <= keep]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([_cell(row.get(c)) for c in header.split(",")] for row in rows)
+    _replace_text(path, f"{header}\n{buffer.getvalue()}")
+    handle = path.open("a", newline="", encoding="utf-8")
+    return _CsvFile(handle, csv.writer(handle, lineterminator="\n"))
 
 
 def _cell(value: Any) -> str:

@@ -1,0 +1,178 @@
+"""Nothing lost: kill -9, resume from checkpoints, early stopping, non-finite losses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny, train, write_config
+from lrsched_cli import runner, store
+from lrsched_cli.cli import app
+from lrsched_cli.config import ConfigError, validate
+from test_schedules import BLOCKS
+
+cli = CliRunner()
+
+
+def without_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def start_run(config: Path, runs: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lrsched_cli", "run", str(config), "--runs-dir", str(runs)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(runs: Path, count: int, timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for metrics in runs.glob("*/metrics.csv"):
+            if len(metrics.read_text().splitlines()) > count:
+                return metrics.parent
+        time.sleep(0.02)
+    raise AssertionError(f"no run finished {count} epochs in {timeout} s")
+
+
+def test_kill_9_at_random_points_leaves_readable_contiguous_epochs(tmp_path):
+    config = write_config(
+        tmp_path, tiny(epochs=100_000, data={"name": "moons", "n_samples": 400, "batch_size": 8})
+    )
+    rng = random.Random(0)
+    for attempt in range(3):
+        runs = tmp_path / f"runs{attempt}"
+        process = start_run(config, runs)
+        run_dir = wait_for_epochs(runs, 1)
+        time.sleep(rng.uniform(0, 0.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        history = store.read_run(run_dir)
+        epochs = [row["epoch"] for row in history.epochs]
+        assert epochs == list(range(1, len(epochs) + 1)) and epochs
+        assert all(isinstance(row["val_loss"], float) for row in history.epochs)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "running"
+        assert store.effective_status(summary) == "stale"
+        steps = [row["step"] for row in history.steps]
+        assert steps == list(range(1, len(steps) + 1))
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    config = tiny(
+        epochs=12,
+        data={"name": "moons", "n_samples": 600, "batch_size": 8},
+        model={"name": "mlp", "hidden": [16], "dropout": 0.2},
+    )
+    reference = train(config, tmp_path / "reference")
+    path = write_config(tmp_path, config)
+    process = start_run(path, tmp_path / "runs")
+    run_dir = wait_for_epochs(tmp_path / "runs", 3)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    killed_at = len(store.read_run(run_dir).epochs)
+    assert killed_at < 12, "the run finished before it was killed"
+    result = cli.invoke(app, ["run", "--resume", str(run_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    resumed = store.read_run(run_dir)
+    assert without_time(resumed.epochs) == without_time(reference.epochs)
+    assert resumed.steps == reference.steps
+    assert resumed.summary["status"] == "completed"
+    assert resumed.summary["resumed_from_epoch"] >= 3
+
+
+class InterruptAt:
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_start(self, *args): ...
+
+    def on_batches(self, *args): ...
+
+    def on_epoch(self, record):
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_resume_parity_for_every_scheduler(name, tmp_path):
+    block = BLOCKS[name] or {"patience": 0, "factor": 0.5}
+    config = tiny(epochs=5, scheduler={"name": name, **block})
+    reference = train(config, tmp_path / "reference")
+    result = runner.run_experiment(validate(config), tmp_path / "runs", InterruptAt(2))
+    assert result.status == "interrupted"
+    runner.resume_experiment(result.path)
+    resumed = store.read_run(result.path)
+    assert without_time(resumed.epochs) == without_time(reference.epochs)
+    assert resumed.steps == reference.steps
+
+
+def test_resume_from_an_older_checkpoint_redoes_later_epochs(tmp_path):
+    config = tiny(epochs=6, checkpoint_every=2)
+    reference = train(config, tmp_path / "reference")
+    result = runner.run_experiment(validate(config), tmp_path / "runs", InterruptAt(3))
+    assert len(store.read_run(result.path).epochs) == 3
+    runner.resume_experiment(result.path)
+    resumed = store.read_run(result.path)
+    assert without_time(resumed.epochs) == without_time(reference.epochs)
+    assert resumed.summary["resumed_from_epoch"] == 2
+
+
+def test_completed_and_diverged_runs_are_not_resumed(tmp_path):
+    history = train(tiny(epochs=1), tmp_path)
+    with pytest.raises(ConfigError, match="completed all its epochs"):
+        runner.resume_experiment(history.path)
+    result = cli.invoke(app, ["run", "--resume", str(history.path)])
+    assert result.exit_code == 2 and "cannot resume" in result.stderr
+
+
+def test_resume_takes_no_overrides(tmp_path):
+    result = cli.invoke(app, ["run", "--resume", str(tmp_path), "--epochs", "3"])
+    assert result.exit_code == 2
+
+
+def test_early_stopping_stops_and_is_recorded(tmp_path):
+    config = tiny(
+        epochs=50,
+        scheduler={"name": "none"},
+        optimizer={"name": "SGD", "lr": 1e-9},
+        early_stopping={"monitor": "val_loss", "patience": 2, "min_delta": 0.1},
+    )
+    history = train(config, tmp_path)
+    assert len(history.epochs) == 3  # epoch 1 sets the best; 2 and 3 fail to beat it by 0.1
+    assert history.summary["status"] == "completed"
+    assert history.summary["stopped_early_at"] == 3
+    assert history.config["early_stopping"] == {
+        "monitor": "val_loss",
+        "patience": 2,
+        "min_delta": 0.1,
+    }
+
+
+def test_nonfinite_continue_keeps_training_and_never_feeds_nan_to_plateau(tmp_path):
+    config = tiny(
+        epochs=4,
+        on_nonfinite="continue",
+        optimizer={"name": "SGD", "lr": 1e30},
+        scheduler={"name": "ReduceLROnPlateau", "patience": 0},
+    )
+    history = train(config, tmp_path)
+    assert len(history.epochs) == 4 and history.summary["status"] == "completed"
+    assert history.summary["nonfinite_epochs"]
+    assert history.column("lr") == [1e30] * 4  # NaN epochs are skipped, not counted as bad
+
+
+def test_diverged_run_stops_at_the_first_nonfinite_epoch(tmp_path):
+    history = train(tiny(epochs=20, optimizer={"name": "SGD", "lr": 1e30}), tmp_path)
+    assert history.summary["status"] == "diverged"
+    last = history.epochs[-1]
+    assert not (last["train_loss"] < float("inf") and last["val_loss"] < float("inf"))
+    rows = list(csv.DictReader((history.path / "metrics.csv").open()))
+    assert len(rows) == history.summary["epochs_done"]
