@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -111,7 +111,10 @@ class ExperimentConfig(_Closed):
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto|cpu|cuda|cuda:N|mps")
     epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
-    checkpoint_every: int = Field(1, ge=0, description="epochs between checkpoints; 0: none")
+    checkpoint_every: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
+        "auto",
+        description="epochs between checkpoints; 0: none; auto: as often as costs at most ~5%",
+    )
     on_nonfinite: Literal["stop", "continue"] = Field(
         "stop", description="a NaN or infinite loss: stop the run (diverged) or carry on"
     )

@@ -209,12 +209,14 @@ def _execute(experiment, path, writer, records, summary, observer, start) -> Run
     writer.write_summary(summary)
     observer.on_start(path, cfg.epochs, experiment.steps_per_epoch)
 
+    checkpoints = CheckpointPolicy(cfg.checkpoint_every, cfg.epochs)
+
     def keep_epoch(record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
         writer.append_epoch(record, steps)
         records.append(record)
-        epoch = record["epoch"]
-        if cfg.checkpoint_every and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
-            save_checkpoint(experiment, path, epoch, steps[-1][0] if steps else start[1])
+        if checkpoints.due(record["epoch"]):
+            with checkpoints.timed():
+                save_checkpoint(experiment, path, record["epoch"], steps[-1][0])
         writer.write_summary(_finish_summary(summary, records))
         observer.on_epoch(record)
 
@@ -277,6 +279,36 @@ def train(
             if stopper is not None and stopper.update(record):
                 return "stopped_early"
     return "completed"
+
+
+class CheckpointPolicy:
+    """When to save: every N epochs, never (0), or `auto`: once the time since the last save is
+    AUTO_RATIO times what that save cost, so checkpoints cost about 1/AUTO_RATIO of the run
+    whatever the model's size. The final epoch is always saved."""
+
+    AUTO_RATIO = 20
+
+    def __init__(self, every: int | str, epochs: int):
+        self.every, self.epochs = every, epochs
+        self.cost: float | None = None  # seconds the last save took
+        self.saved_at = time.perf_counter()
+
+    def due(self, epoch: int) -> bool:
+        if self.every == 0:
+            return False
+        if epoch == self.epochs:
+            return True
+        if self.every == "auto":
+            since = time.perf_counter() - self.saved_at
+            return self.cost is None or since >= self.AUTO_RATIO * self.cost
+        return epoch % self.every == 0
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.saved_at = time.perf_counter()
+        self.cost = self.saved_at - started
 
 
 class EarlyStopping:

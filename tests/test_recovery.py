@@ -68,6 +68,7 @@ def test_kill_9_at_random_points_leaves_readable_contiguous_epochs(tmp_path):
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     config = tiny(
         epochs=12,
+        checkpoint_every=1,
         data={"name": "moons", "n_samples": 600, "batch_size": 8},
         model={"name": "mlp", "hidden": [16], "dropout": 0.2},
     )
@@ -104,7 +105,7 @@ class InterruptAt:
 @pytest.mark.parametrize("name", sorted(BLOCKS))
 def test_resume_parity_for_every_scheduler(name, tmp_path):
     block = BLOCKS[name] or {"patience": 0, "factor": 0.5}
-    config = tiny(epochs=5, scheduler={"name": name, **block})
+    config = tiny(epochs=5, checkpoint_every=1, scheduler={"name": name, **block})
     reference = train(config, tmp_path / "reference")
     result = runner.run_experiment(validate(config), tmp_path / "runs", InterruptAt(2))
     assert result.status == "interrupted"
@@ -123,6 +124,19 @@ def test_resume_from_an_older_checkpoint_redoes_later_epochs(tmp_path):
     resumed = store.read_run(result.path)
     assert without_time(resumed.epochs) == without_time(reference.epochs)
     assert resumed.summary["resumed_from_epoch"] == 2
+
+
+def test_auto_checkpoints_bound_their_cost():
+    policy = runner.CheckpointPolicy("auto", epochs=100)
+    assert policy.due(1)  # the first save measures the cost
+    with policy.timed():
+        time.sleep(0.01)
+    assert not policy.due(2)  # right after a 10 ms save, the next waits ~200 ms
+    policy.saved_at -= 0.25
+    assert policy.due(3)
+    assert policy.due(100) and not runner.CheckpointPolicy(0, 100).due(100)
+    every_3 = runner.CheckpointPolicy(3, 10)
+    assert [e for e in range(1, 11) if every_3.due(e)] == [3, 6, 9, 10]
 
 
 def test_completed_and_diverged_runs_are_not_resumed(tmp_path):
