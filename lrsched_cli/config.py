@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 # Bounds that keep a typo (hidden: [10000000]) from exhausting memory on a toy-model tool.
 MAX_SAMPLES, MAX_SIZE, MAX_LAYERS, MAX_EPOCHS = 10_000_000, 65_536, 64, 1_000_000
+FLOAT32_MAX = 3.4e38  # models train in float32: a larger lr overflows inside optimizer.step()
 
 
 class _Loader(yaml.SafeLoader):
@@ -90,7 +91,7 @@ class EarlyStoppingConfig(_Closed):
 
 class OptimizerConfig(_Open):
     name: str = Field(description="a torch.optim class name, e.g. SGD, Adam, AdamW")
-    lr: float = Field(gt=0, description="the initial learning rate")
+    lr: float = Field(gt=0, lt=FLOAT32_MAX, description="the initial learning rate")
 
 
 class SchedulerConfig(_Open):

@@ -150,7 +150,31 @@ def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
         )
     cls = classes[lookup_name(cfg.name, classes, "optimizer", "optimizer.name")]
     kwargs = {"lr": cfg.lr, **cfg.kwargs}
+    params = list(params)
+    _rehearse_step(_construct(cls, [_stand_in(params)], kwargs, "optimizer"))
     return _construct(cls, params, kwargs, "optimizer")
+
+
+def _stand_in(params: list) -> torch.Tensor:
+    """A leaf parameter on the model's device, with a gradient, for a rehearsal step."""
+    import torch
+
+    device = params[0].device if params else "cpu"
+    probe = torch.zeros(2, 2, device=device, requires_grad=True)
+    probe.grad = torch.ones_like(probe)
+    return probe
+
+
+def _rehearse_step(optimizer) -> None:
+    """Some arguments fail only in step() (capturable on a CPU, differentiable with leaf
+    parameters): find out before training, on a stand-in, not in epoch 1."""
+    try:
+        optimizer.step()
+    except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
+        name = type(optimizer).__name__
+        raise ConfigError(
+            f"optimizer: torch's {name} cannot step with these arguments: {exc}", "optimizer"
+        ) from None
 
 
 def build_scheduler(optimizer, cfg: SchedulerConfig, key: str = "scheduler"):

@@ -156,6 +156,15 @@ BAD_CONFIGS = {
         "scheduler.mode: mode 'max' contradicts monitor 'val_loss'",
     ),
     "cuda without cuda": (tiny(device="cuda"), "device: 'cuda' asked for"),
+    "lr beyond float32": (tiny(optimizer={"name": "SGD", "lr": 1e308}), "optimizer.lr: input"),
+    "differentiable optimizer": (
+        tiny(optimizer={"name": "SGD", "lr": 0.1, "differentiable": True}),
+        "optimizer: torch's SGD cannot step with these arguments",
+    ),
+    "capturable on the cpu": (
+        tiny(optimizer={"name": "Adam", "lr": 0.1, "capturable": True}),
+        "optimizer: torch's Adam cannot step with these arguments",
+    ),
     "cnn on tabular data": (tiny(model={"name": "cnn"}), "cnn needs image-shaped data"),
 }
 
