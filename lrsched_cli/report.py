@@ -50,10 +50,11 @@ def render_summary(history: RunHistory) -> Text:
     status = effective_status(summary)
     text = Text()
     text.append(f"{status}", style=STATUS_STYLES.get(status, "bold"))
+    seconds = summary.get("train_seconds", summary.get("wall_seconds", 0))
     text.append(
         f": {summary.get('epochs_done', len(history.epochs))}/"
-        f"{summary.get('epochs_planned', '?')} epochs in "
-        f"{summary.get('wall_seconds', 0):.1f} s on {summary.get('device', '?')}"
+        f"{summary.get('epochs_planned', '?')} epochs, {seconds:.1f} s of training "
+        f"on {summary.get('device', '?')}"
     )
     if "best_val_loss" in summary:
         text.append(
