@@ -1,0 +1,23 @@
+"""Smoke runs of the benchmarks: they run end to end and report; no timing is asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_bench(script: str, *args: str) -> str:
+    command = [sys.executable, str(ROOT / "bench" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def test_overhead_bench_reports_a_ratio():
+    output = run_bench("overhead.py", "--repeats", "1", "--epochs", "2")
+    assert "lrsched / hand-written" in output and "per epoch" in output
+
+
+def test_checkpoint_bench_reports_each_policy():
+    output = run_bench("checkpoint_cost.py", "--repeats", "1")
+    assert all(policy in output for policy in ("auto", "share"))
