@@ -6,6 +6,8 @@ torch is imported only inside the commands that train, so `--help` and `plot` st
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,45 +132,42 @@ def _render_result(history: store.RunHistory, as_json: bool, quiet: bool) -> Non
         err.print(f"resume with: lrsched run --resume {history.path}", highlight=False)
 
 
-class _exit_codes:  # noqa: N801 - used as a `with` block, like contextlib's lower-case helpers
+@contextmanager
+def _exit_codes(config_path: Path | None, overrides: list[str] | None = None) -> Iterator[None]:
     """Turn the errors a user can cause into one red line and the exit code DESIGN.md gives."""
-
-    def __init__(self, config_path: Path | None, overrides: list[str] | None = None):
-        self.config_path = config_path
-        self.overrides = overrides or []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None or isinstance(exc, typer.Exit | typer.Abort | SystemExit):
-            return False
-        if isinstance(exc, KeyboardInterrupt):
-            err.print("[yellow]interrupted[/]")
-            raise typer.Exit(EXIT_INTERRUPTED)
-        if isinstance(exc, ConfigError):
-            _print_error("error", self._locate(exc))
-            raise typer.Exit(EXIT_USAGE)
-        if isinstance(exc, store.RunNotFound):
-            _print_error("error", str(exc))
-            raise typer.Exit(EXIT_USAGE)
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except ConfigError as exc:
+        _print_error("error", _locate(exc, config_path, overrides or []))
+        raise typer.Exit(EXIT_USAGE) from None
+    except store.RunNotFound as exc:
+        _print_error("error", str(exc))
+        raise typer.Exit(EXIT_USAGE) from None
+    except Exception as exc:
         run_dir = getattr(exc, "run_dir", None)
         where = f"\nrun directory: {run_dir}" if run_dir else ""
         cause = exc.__cause__ or exc
         _print_error("failed", f"{type(cause).__name__}: {cause}{where}")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED) from None
 
-    def _locate(self, exc: ConfigError) -> str:
-        if exc.key is None or self.config_path is None:
-            return str(exc)
-        for override in self.overrides:
-            if override.partition("=")[0].strip() == exc.key:
-                return f"--set {override}: {exc}"
-        try:
-            text = self.config_path.read_text(encoding="utf-8")
-        except OSError:
-            text = ""
-        return locate(str(exc), exc.key, text, self.config_path)
+
+def _locate(exc: ConfigError, config_path: Path | None, overrides: list[str]) -> str:
+    """Say where the error is: the --set that gave the key, or the key's line in the file."""
+    if exc.key is None or config_path is None:
+        return str(exc)
+    for override in overrides:
+        if override.partition("=")[0].strip() == exc.key:
+            return f"--set {override}: {exc}"
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    return locate(str(exc), exc.key, text, config_path)
 
 
 def _print_error(label: str, message: str) -> None:

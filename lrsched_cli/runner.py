@@ -188,8 +188,9 @@ def resume_experiment(run_dir: Path, observer: RunObserver | None = None) -> Run
     experiment = prepare(cfg)
     done = load_checkpoint(experiment, run_dir)
     writer = store.RunWriter(run_dir, {}, experiment.metric_columns, resume_at=done)
-    summary = {**history.summary, **_start_summary(experiment), "resumed_from_epoch": done[0]}
-    summary["started_unix"] = history.summary.get("started_unix", summary["started_unix"])
+    earlier = {k: v for k, v in history.summary.items() if k not in ("error", "stopped_early_at")}
+    summary = {**earlier, **_start_summary(experiment), "resumed_from_epoch": done[0]}
+    summary["started_unix"] = earlier.get("started_unix", summary["started_unix"])
     records = history.epochs[: done[0]]
     return _execute(experiment, run_dir, writer, records, summary, observer, done)
 
