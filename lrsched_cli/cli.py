@@ -6,10 +6,11 @@ torch is imported only inside the commands that train, so `--help` and `plot` st
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -33,6 +34,15 @@ err = Console(stderr=True)
 
 RunsDir = Annotated[
     Path, typer.Option("--runs-dir", help="Where run directories are created.", file_okay=False)
+]
+Metric = Literal[
+    "final_val_loss",
+    "best_val_loss",
+    "final_val_accuracy",
+    "best_val_accuracy",
+    "auc_val_loss",
+    "epochs_to_target",
+    "train_seconds",
 ]
 Overrides = Annotated[
     list[str] | None,
@@ -91,6 +101,54 @@ def run(
 
 
 @app.command()
+def compare(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Configs, globs, folders of configs, or run directories.")
+    ],
+    seeds: Annotated[int | None, typer.Option(help="Run seeds 0..N-1 (default 3).", min=1)] = None,
+    seed_list: Annotated[str | None, typer.Option(help="Seeds to run, e.g. 0,1,2.")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="Worker processes (default: cores).", min=1)
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    metric: Annotated[
+        Metric, typer.Option(help="What to rank by (lower is better for losses).")
+    ] = "final_val_loss",
+    target: Annotated[
+        float | None, typer.Option(help="Count the epochs until val loss <= this.")
+    ] = None,
+    overrides: Overrides = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1)] = None,
+    force: Annotated[bool, typer.Option(help="Compare runs on different data anyway.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json.")] = False,
+) -> None:
+    """Compare schedules over paired seeds: rank them, with 95% intervals and paired tests."""
+    with _exit_codes(None, overrides):
+        from lrsched_cli import compare as comparing
+
+        found = comparing.collect_inputs(inputs, overrides or [], epochs)
+        warnings = comparing.check_comparable(found, force)
+        for warning in warnings:
+            err.print(Text.assemble(("warning: ", "yellow"), warning))
+        seed_values = _seeds(seeds, seed_list)
+        out_dir = store.create_run_dir(runs_dir, "compare")
+        progress = _CompareProgress(len(found.configs) * len(seed_values), quiet=as_json)
+        with progress:
+            comparison = comparing.compare(
+                found,
+                seed_values,
+                out_dir,
+                jobs or os.cpu_count() or 1,
+                metric,
+                target,
+                warnings,
+                progress.on_result,
+            )
+        _draw_comparison(comparison)
+        _render_comparison(comparison, as_json)
+
+
+@app.command()
 def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lrsched run`.")],
     out: Annotated[
@@ -112,6 +170,40 @@ def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool):
         if cfg is None:
             return runner.resume_experiment(directory, observer)
         return runner.run_experiment(cfg, directory, observer)
+
+
+def _seeds(count: int | None, listed: str | None) -> list[int]:
+    if count is not None and listed is not None:
+        raise typer.BadParameter("give --seeds or --seed-list, not both")
+    if listed is None:
+        return list(range(count)) if count else [0, 1, 2]
+    try:
+        values = [int(part) for part in listed.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--seed-list {listed!r}: expected integers, e.g. 0,1,2") from None
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise typer.BadParameter(f"--seed-list {listed!r}: expected distinct seeds >= 0")
+    return values
+
+
+def _draw_comparison(comparison) -> list[Path]:
+    from lrsched_cli.plots import plot_comparison
+
+    groups = {summary.name: summary.runs for summary in comparison.summaries}
+    return plot_comparison(groups, comparison.path)
+
+
+def _render_comparison(comparison, as_json: bool) -> None:
+    if as_json:
+        print((comparison.path / "summary.json").read_text(), end="")
+        return
+    console.print(report.render_comparison(comparison.summaries, comparison.metric))
+    if comparison.pairwise:
+        console.print(report.render_pairwise(comparison.pairwise))
+    for result in comparison.results:
+        if result.error:
+            _print_error(f"{result.name} seed {result.seed} {result.status}", result.error)
+    console.print(Text.assemble("comparison directory: ", (str(comparison.path), "bold")))
 
 
 def _draw_plots(history: store.RunHistory, out_dir: Path) -> list[Path]:
@@ -173,6 +265,50 @@ def _locate(exc: ConfigError, config_path: Path | None, overrides: list[str]) ->
 def _print_error(label: str, message: str) -> None:
     # Text, not markup: messages quote user input such as "[30, 80]"; soft_wrap keeps lines whole.
     err.print(Text.assemble((f"{label}: ", "bold red"), message), soft_wrap=True)
+
+
+class _CompareProgress:
+    """Runs finished out of the total, and one status line per run as it ends."""
+
+    def __init__(self, total: int, quiet: bool):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.quiet = quiet or total == 0
+        self.progress = Progress(
+            TextColumn("runs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        self.task = self.progress.add_task("runs", total=total)
+
+    def __enter__(self) -> _CompareProgress:
+        if not self.quiet:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+    def on_result(self, result) -> None:
+        self.progress.advance(self.task)
+        if self.quiet:
+            return
+        style = report.STATUS_STYLES.get(result.status, "red")
+        line = Text.assemble(
+            (f"{result.status:>11} ", style),
+            f"{result.name} seed {result.seed} ({result.seconds:.1f} s)",
+        )
+        self.progress.console.print(line)
 
 
 class _ProgressObserver:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -143,6 +145,25 @@ def load_config(
     Example:
         >>> cfg = load_config(Path("configs/quickstart.yaml"), ["optimizer.lr=0.05"])
     """
+    configs = load_configs(path, overrides, epochs=epochs, seed=seed, device=device)
+    if len(configs) > 1:
+        raise ConfigError(
+            f"{path}: its sweep: block makes {len(configs)} configs; run them "
+            f"with `lrsched compare {path}`",
+            "sweep",
+        )
+    return configs[0]
+
+
+def load_configs(
+    path: Path,
+    overrides: list[str] = (),
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> list[ExperimentConfig]:
+    """Like load_config, but a `sweep:` block expands into one config per point of its grid."""
     text = _read_text(path)
     raw = parse_yaml(text, path)
     for override in overrides:
@@ -151,7 +172,41 @@ def load_config(
         if value is not None:
             raw[key] = value
     raw.setdefault("name", path.stem)
-    return validate(raw, text, path)
+    return [validate(variant, text, path) for variant in expand_sweep(raw, text, path)]
+
+
+def expand_sweep(raw: dict[str, Any], text: str = "", path: Path | None = None) -> list[dict]:
+    """`sweep: {scheduler.gamma: [0.1, 0.5], optimizer.lr: [0.01, 0.1]}` gives 4 configs,
+    named after the base and each value, e.g. `base-gamma=0.1-lr=0.01`."""
+    sweep = raw.pop("sweep", None)
+    if sweep is None:
+        return [raw]
+    if not isinstance(sweep, dict) or not sweep:
+        raise ConfigError(
+            locate("sweep: expected a mapping of key.path: [values]", "sweep", text, path)
+        )
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            message = f"sweep.{key}: expected a non-empty list of values (got {values!r})"
+            raise ConfigError(locate(message, f"sweep.{key}", text, path))
+    variants = []
+    for point in itertools.product(*sweep.values()):
+        variant = copy.deepcopy(raw)
+        labels = []
+        for key, value in zip(sweep, point, strict=True):
+            _apply_override(variant, f"{key}=__sweep__")
+            _set_path(variant, str(key), value)
+            labels.append(f"{str(key).split('.')[-1]}={value}")
+        variant["name"] = "-".join([str(raw["name"]), *labels])
+        variants.append(variant)
+    return variants
+
+
+def _set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    node[key.split(".")[-1]] = value
 
 
 def validate(raw: dict[str, Any], text: str = "", path: Path | None = None) -> ExperimentConfig:

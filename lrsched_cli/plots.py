@@ -101,7 +101,10 @@ def _save(figure, axes: Axes, path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.legend(loc="best")
+    if len(axes.get_legend_handles_labels()[0]) > 4:  # many configs: keep the curves clear
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    else:
+        axes.legend(loc="best")
     figure.savefig(path)
     return path
 
@@ -144,3 +147,101 @@ def _varies_within_epochs(history: RunHistory) -> bool:
 
 def _scheduler_name(history: RunHistory) -> str:
     return str(history.config.get("scheduler", {}).get("name", "none"))
+
+
+def plot_comparison(groups: dict[str, list[RunHistory]], out_dir: Path) -> list[Path]:
+    """Overlays of several configs (each a list of runs over seeds): lr.png, val_loss.png and,
+    for classification, val_accuracy.png. Losses and accuracy show the mean across seeds with
+    a band from the lowest to the highest seed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [_overlay_lr(groups, out_dir / "lr.png")]
+    paths.append(_overlay_metric(groups, "val_loss", "validation loss", out_dir / "val_loss.png"))
+    if any(
+        v is not None for runs in groups.values() for r in runs for v in r.column("val_accuracy")
+    ):
+        paths.append(
+            _overlay_metric(
+                groups,
+                "val_accuracy",
+                "validation accuracy (%)",
+                out_dir / "val_accuracy.png",
+                scale=100,
+            )
+        )
+    return paths
+
+
+def _overlay_lr(groups: dict[str, list[RunHistory]], path: Path) -> Path:
+    """One lr curve per config (its first run: the schedule does not depend on the seed,
+    except ReduceLROnPlateau, whose seeds are drawn thin)."""
+    figure, axes = _figure("learning rate")
+    values = []
+    for colour, (name, runs) in zip(_colours(len(groups)), groups.items(), strict=False):
+        for index, run in enumerate(r for r in runs if r.epochs):
+            xs, ys, drawstyle = _lr_curve(run)
+            values += ys
+            label = name if index == 0 else None
+            axes.plot(
+                xs,
+                ys,
+                drawstyle=drawstyle,
+                color=colour,
+                lw=1.5 if index == 0 else 0.6,
+                alpha=1.0 if index == 0 else 0.5,
+                label=label,
+            )
+    _log_scale_if_wide(axes, values)
+    axes.set_ylabel("learning rate")
+    return _save(figure, axes, path)
+
+
+def _overlay_metric(groups, column: str, label: str, path: Path, scale: float = 1.0) -> Path:
+    figure, axes = _figure(f"{label}: mean across seeds, band from lowest to highest")
+    values = []
+    for colour, (name, runs) in zip(_colours(len(groups)), groups.items(), strict=False):
+        curves = [
+            [None if v is None else v * scale for v in r.column(column)] for r in runs if r.epochs
+        ]
+        if not curves:
+            continue
+        length = min(len(c) for c in curves)  # diverged seeds stop early: compare what all have
+        columns = [
+            [c[i] for c in curves if c[i] is not None and math.isfinite(c[i])]
+            for i in range(length)
+        ]
+        epochs = [i + 1 for i in range(length) if columns[i]]
+        columns = [c for c in columns if c]
+        mean = [sum(c) / len(c) for c in columns]
+        seeds = len(curves)
+        axes.plot(
+            epochs, mean, color=colour, lw=1.5, label=f"{name} ({seeds} seed{'s' * (seeds > 1)})"
+        )
+        axes.fill_between(
+            epochs,
+            [min(c) for c in columns],
+            [max(c) for c in columns],
+            color=colour,
+            alpha=0.18,
+            lw=0,
+        )
+        values += [v for c in columns for v in c]
+    if scale == 1.0:
+        _log_scale_if_wide(axes, values)
+    axes.set_ylabel(label)
+    return _save(figure, axes, path)
+
+
+def _lr_curve(run: RunHistory) -> tuple[list[float], list[float], str]:
+    """x, y and drawstyle: every step where the lr changes within epochs, else a step curve."""
+    if _varies_within_epochs(run):
+        steps = [row for row in run.steps if row.get("lr") is not None]
+        return _fractional_epochs(steps), [row["lr"] for row in steps], "default"
+    epochs, lrs = run.column("epoch"), run.column("lr")
+    return [*epochs, epochs[-1] + 1], [*lrs, lrs[-1]], "steps-post"
+
+
+def _colours(count: int) -> list:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(count)]

@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from lrsched_cli.stats import ConfigSummary, Estimate
 from lrsched_cli.store import RunHistory, effective_status
 
 STATUS_STYLES = {
@@ -118,3 +119,81 @@ def _style(row: dict[str, Any], best_epoch: Any) -> str | None:
     if any(isinstance(v, float) and not math.isfinite(v) for v in losses):
         return "bold red"  # the epoch the run diverged
     return "bold green" if row.get("epoch") == best_epoch else None
+
+
+def render_comparison(summaries: list[ConfigSummary], metric: str) -> Table:
+    """Configs ranked by `metric` (best first, marked ★); a config whose 95% interval overlaps
+    the best's is marked ≈: with these seeds it cannot be told apart from the best."""
+    columns = [metric] + [m for m in COMPARISON_COLUMNS if m != metric]
+    table = Table(title=f"ranked by {metric}: mean ± 95% CI over seeds", title_justify="left")
+    table.add_column("")
+    table.add_column("config")
+    table.add_column("seeds", justify="right")
+    for column in columns:
+        table.add_column(COMPARISON_COLUMNS.get(column, column), justify="right")
+    table.add_column("runs", justify="right")
+    best = summaries[0].metrics[metric] if summaries else None
+    for index, summary in enumerate(summaries):
+        estimate = summary.metrics[metric]
+        mark = "★" if index == 0 and estimate.mean is not None else ""
+        if index and estimate.mean is not None and best is not None and estimate.overlaps(best):
+            mark = "≈"
+        cells = [format_estimate(summary.metrics[column], column) for column in columns]
+        table.add_row(
+            mark,
+            summary.name,
+            str(len(estimate.values)),
+            *cells,
+            _run_counts(summary),
+            style="bold green" if mark == "★" else None,
+        )
+    return table
+
+
+COMPARISON_COLUMNS = {  # metric -> header, the columns shown beside the ranking metric
+    "final_val_loss": "final val loss",
+    "best_val_loss": "best val loss",
+    "final_val_accuracy": "val acc",
+    "auc_val_loss": "loss AUC",
+}
+
+
+def render_pairwise(rows: list[dict[str, Any]]) -> Table:
+    """Each pair: paired seeds, wins, and the paired tests' p-values."""
+    table = Table(title="pairwise, on paired seeds", title_justify="left")
+    for header in ("A", "B", "seeds", "A wins", "B wins", "mean A-B", "Wilcoxon p", "t-test p"):
+        table.add_column(header, justify="left" if header in ("A", "B") else "right")
+    for row in rows:
+        table.add_row(
+            row["a"],
+            row["b"],
+            str(row["paired_seeds"]),
+            str(row["a_wins"]),
+            str(row["b_wins"]),
+            format_number(row["mean_difference"]),
+            _p_value(row["wilcoxon_p"]),
+            _p_value(row["ttest_p"]),
+        )
+    return table
+
+
+def format_estimate(estimate: Estimate, metric: str = "") -> str:
+    """`mean ± half-width`; accuracies in percent."""
+    if estimate.mean is None:
+        return "-"
+    percent = "accuracy" in metric
+    show = (lambda v: f"{v:.1%}") if percent else format_number
+    if estimate.ci_low is None:
+        return show(estimate.mean)
+    return f"{show(estimate.mean)} ± {show((estimate.ci_high - estimate.ci_low) / 2)}"
+
+
+def _p_value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _run_counts(summary: ConfigSummary) -> str:
+    counts = summary.statuses
+    parts = [f"{n} {status}" for status, n in sorted(counts.items()) if status != "completed"]
+    text = f"{counts.get('completed', 0)}/{len(summary.runs)}"
+    return text + (f" ({', '.join(parts)})" if parts else "")

@@ -164,15 +164,19 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
 
 
 def run_experiment(
-    cfg: ExperimentConfig, runs_dir: Path, observer: RunObserver | None = None
+    cfg: ExperimentConfig,
+    runs_dir: Path,
+    observer: RunObserver | None = None,
+    label: str | None = None,
 ) -> RunResult:
-    """Train `cfg` and write its run directory under `runs_dir`.
+    """Train `cfg` and write its run directory under `runs_dir`, named after `label` or the
+    config's name.
 
     Example:
         >>> result = run_experiment(load_config(Path("configs/quickstart.yaml")), Path("runs"))
     """
     experiment = prepare(cfg)
-    path = store.create_run_dir(runs_dir, cfg.name)
+    path = store.create_run_dir(runs_dir, label or cfg.name)
     writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
     return _execute(experiment, path, writer, [], _start_summary(experiment), observer, (0, 0))
 

@@ -65,7 +65,7 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
 
 def safe_name(name: str) -> str:
     """`name` as a single path component: no separators, no `..`, nothing hidden."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    cleaned = re.sub(r"[^A-Za-z0-9._=-]+", "-", name).strip(".-=")
     return cleaned[:80] or "run"
 
 
@@ -170,6 +170,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)  # full precision, so plots and comparisons see what torch saw
     return str(value)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows of dicts as a CSV file whose columns are every key, in first-seen order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_cell(row.get(column)) for column in columns] for row in rows)
+    _replace_text(path, buffer.getvalue())
 
 
 def read_run(path: Path) -> RunHistory:

@@ -1,0 +1,317 @@
+"""lrsched compare: inputs -> runs over paired seeds, executed in parallel -> one comparison.
+
+torch is imported only where runs are trained (`_run_job`, `validate_configs`), so a comparison
+of finished run directories never imports it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lrsched_cli import stats, store
+from lrsched_cli.config import ConfigError, ExperimentConfig, load_configs
+
+DEFAULT_SEEDS = (0, 1, 2)
+# Preloaded once by the forkserver, so a worker starts as a fork, not a 3-5 s import of torch.
+WORKER_PRELOAD = ["torch", "torch._dynamo", "lrsched_cli.runner", "matplotlib.figure"]
+
+
+@dataclass(frozen=True)
+class Job:
+    config: ExperimentConfig  # with the job's seed set
+    label: str  # the run directory's name: config name and seed
+
+
+@dataclass
+class JobResult:
+    name: str
+    seed: int
+    status: str  # completed | diverged | interrupted | failed
+    path: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Inputs:
+    configs: list[ExperimentConfig] = field(default_factory=list)
+    runs: list[store.RunHistory] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    path: Path
+    metric: str
+    summaries: list[stats.ConfigSummary]  # ranked, best first
+    pairwise: list[dict[str, Any]]
+    results: list[JobResult]
+    warnings: list[str]
+
+
+def collect_inputs(
+    arguments: list[str], overrides: list[str] = (), epochs: int | None = None
+) -> Inputs:
+    """Configs (files, globs, folders of configs) and finished run directories, in order."""
+    inputs = Inputs()
+    for argument in arguments:
+        for path in _expand(argument):
+            if path.is_dir() and (path / store.METRICS_FILE).is_file():
+                inputs.runs.append(store.read_run(path))
+            elif path.is_dir():
+                _collect_folder(path, inputs, overrides, epochs)
+            else:
+                inputs.configs += load_configs(path, overrides, epochs=epochs)
+    names = [cfg.name for cfg in inputs.configs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(
+            f"several configs are named {', '.join(repeated)}; give each its own "
+            "`name:` so their results can be told apart"
+        )
+    if not inputs.configs and not inputs.runs:
+        raise ConfigError(f"nothing to compare in {' '.join(arguments)}")
+    return inputs
+
+
+def check_comparable(inputs: Inputs, force: bool) -> list[str]:
+    """Runs on different data cannot be compared; say so (an error unless `force`)."""
+    datasets = [(cfg.name, cfg.data.model_dump(exclude_none=True)) for cfg in inputs.configs]
+    datasets += [(run.name, dict(run.config.get("data", {}))) for run in inputs.runs]
+    reference_name, reference = datasets[0]
+    problems = []
+    for name, data in datasets[1:]:
+        shared = (set(data) & set(reference)) - {"batch_size"}
+        differ = sorted(key for key in shared if data[key] != reference[key])
+        if data.get("name") != reference.get("name") or differ:
+            keys = ", ".join(differ) or "name"
+            problems.append(f"{name} uses other data than {reference_name} ({keys} differ)")
+    if problems and not force:
+        raise ConfigError(
+            "a comparison across datasets is meaningless: "
+            + "; ".join(problems)
+            + ". Use --force to compare anyway"
+        )
+    return problems
+
+
+def plan_jobs(configs: list[ExperimentConfig], seeds: list[int]) -> list[Job]:
+    """Every config with every seed: paired seeds give each config the same data, initial
+    weights and batch order for a given seed, so differences come from the schedule alone."""
+    return [
+        Job(cfg.model_copy(update={"seed": seed}), f"{cfg.name}-seed{seed}")
+        for seed in seeds
+        for cfg in configs
+    ]
+
+
+def validate_configs(configs: list[ExperimentConfig]) -> None:
+    """Build each config once (no training), so a bad one stops the comparison before it starts."""
+    from lrsched_cli import runner
+
+    for cfg in configs:
+        runner.prepare(cfg)
+
+
+def execute(
+    jobs: list[Job],
+    runs_dir: Path,
+    workers: int,
+    on_result: Callable[[JobResult], None] = lambda result: None,
+    before: Callable[[], None] = lambda: None,
+) -> list[JobResult]:
+    """Run the jobs on `workers` processes (in this one for 1); a failure is a result, not a stop.
+
+    `before` runs here while the workers start, so checks overlap with their start-up.
+    """
+    results = []
+    if workers <= 1 or len(jobs) <= 1:
+        before()
+        for job in jobs:
+            results.append(_run_job(job, runs_dir, threads=None))
+            on_result(results[-1])
+        return results
+    workers = min(workers, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with _worker_pool(workers, threads) as pool:
+        before()
+        futures: dict[Future, Job] = {
+            pool.submit(_run_job, job, runs_dir, threads): job for job in jobs
+        }
+        for future in as_completed(futures):
+            results.append(_result_of(future, futures[future]))
+            on_result(results[-1])
+    return results
+
+
+def compare(
+    inputs: Inputs,
+    seeds: list[int],
+    out_dir: Path,
+    workers: int,
+    metric: str,
+    target: float | None = None,
+    warnings: list[str] = (),
+    on_result: Callable[[JobResult], None] = lambda result: None,
+) -> Comparison:
+    """Run the configs over the seeds, gather them with the finished runs, and write the
+    comparison's files into `out_dir`."""
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    jobs = plan_jobs(inputs.configs, seeds)
+    if inputs.configs:
+        results = execute(
+            jobs,
+            out_dir / "runs",
+            workers,
+            on_result,
+            before=lambda: validate_configs(inputs.configs),
+        )
+    else:
+        results = []
+    groups = _group(inputs.runs, results)
+    for run in inputs.runs:
+        _link(run.path, out_dir / "runs" / run.path.name)
+    summaries = stats.rank(stats.summarize(groups, target), metric)
+    comparison = Comparison(
+        out_dir,
+        metric,
+        summaries,
+        stats.pairwise(summaries, metric, target),
+        results,
+        list(warnings),
+    )
+    write_comparison(comparison, seeds, target)
+    return comparison
+
+
+def write_comparison(comparison: Comparison, seeds: list[int], target: float | None) -> None:
+    """summary.csv, summary.json and pairwise.csv; the plots are the CLI's to draw."""
+    rows = [summary.row() for summary in comparison.summaries]
+    store.write_csv(comparison.path / "summary.csv", rows)
+    store.write_csv(comparison.path / "pairwise.csv", comparison.pairwise)
+    document = {
+        "metric": comparison.metric,
+        "seeds": seeds,
+        "target": target,
+        "confidence": stats.CONFIDENCE,
+        "configs": rows,
+        "pairwise": comparison.pairwise,
+        "runs": [asdict(result) for result in comparison.results],
+        "warnings": comparison.warnings,
+    }
+    (comparison.path / "summary.json").write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _run_job(job: Job, runs_dir: Path, threads: int | None) -> JobResult:
+    """Train one job and draw its plots; every way it can end becomes a JobResult."""
+    import torch
+
+    from lrsched_cli import plots, runner
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    result = JobResult(job.config.name, job.config.seed, "failed")
+    try:
+        outcome = runner.run_experiment(job.config, runs_dir, label=job.label)
+        result.status, result.path = outcome.status, str(outcome.path)
+        plots.plot_run(store.read_run(outcome.path), outcome.path)
+    except ConfigError as exc:
+        result.error = str(exc)
+    except runner.RunFailed as exc:
+        result.path, result.error = str(exc.run_dir), str(exc)
+    except Exception as exc:  # a crash in one run must not stop the others
+        result.error = f"{type(exc).__name__}: {exc}"
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _result_of(future: Future, job: Job) -> JobResult:
+    try:
+        return future.result()
+    except Exception as exc:  # the worker process died (killed, out of memory)
+        return JobResult(
+            job.config.name,
+            job.config.seed,
+            "failed",
+            error=f"worker died: {type(exc).__name__}: {exc}",
+        )
+
+
+@contextmanager
+def _worker_pool(workers: int, threads: int) -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers fork from a forkserver with torch preloaded: forking a
+    process whose torch threads run can deadlock, and spawning pays torch's import per worker."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    for _ in range(workers):  # start every worker now, while the caller checks its configs
+        pool.submit(os.getpid)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _group(runs: list[store.RunHistory], results: list[JobResult]) -> dict[str, list]:
+    groups: dict[str, list[store.RunHistory]] = {}
+    for run in runs:
+        groups.setdefault(run.name, []).append(run)
+    for result in results:
+        if result.path is not None:
+            groups.setdefault(result.name, []).append(store.read_run(Path(result.path)))
+        else:  # failed before a run directory existed: count it, with its error
+            failed = store.RunHistory(
+                Path(result.name),
+                {"name": result.name, "seed": result.seed},
+                [],
+                [],
+                {"status": "failed", "seed": result.seed},
+            )
+            groups.setdefault(result.name, []).append(failed)
+    return groups
+
+
+def _expand(argument: str) -> Iterator[Path]:
+    if any(char in argument for char in "*?[") and not Path(argument).exists():
+        matches = sorted(glob.glob(argument))
+        if not matches:
+            raise ConfigError(f"{argument}: the pattern matches no file")
+        yield from (Path(match) for match in matches)
+    else:
+        path = Path(argument)
+        if not path.exists():
+            raise ConfigError(f"{argument}: no such config file or run directory")
+        yield path
+
+
+def _collect_folder(path: Path, inputs: Inputs, overrides, epochs) -> None:
+    """A folder of configs, or a folder of run directories (a runs/ or a compare directory)."""
+    configs = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
+    if configs:
+        for config in configs:
+            inputs.configs += load_configs(config, overrides, epochs=epochs)
+        return
+    runs = sorted(p.parent for p in path.glob("*/metrics.csv"))
+    runs += sorted(p.parent for p in path.glob("runs/*/metrics.csv"))
+    if not runs:
+        raise store.RunNotFound(f"{path} holds no configs (*.yaml) and no run directories")
+    inputs.runs += [store.read_run(run) for run in runs]
+
+
+def _link(target: Path, link: Path) -> None:
+    if not link.exists():
+        try:
+            link.symlink_to(target.resolve(), target_is_directory=True)
+        except OSError:
+            pass  # a filesystem without links: summary.json still names every run's path
