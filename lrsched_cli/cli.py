@@ -150,15 +150,25 @@ def compare(
 
 @app.command()
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lrsched run`.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories made by `lrsched run`.")],
     out: Annotated[
-        Path | None, typer.Option(help="Write the PNGs here instead of the run directory.")
+        Path | None,
+        typer.Option(help="Where the PNGs go (default: the run directory; ./overlay for several)."),
     ] = None,
 ) -> None:
-    """Redraw a finished run's PNGs from its metrics.csv and steps.csv (trains nothing)."""
+    """Redraw finished runs' PNGs from their files, trains nothing; several runs are overlaid."""
     with _exit_codes(None):
-        history = store.read_run(run_dir)
-        for path in _draw_plots(history, out or run_dir):
+        histories = [store.read_run(run_dir) for run_dir in run_dirs]
+        if len(histories) == 1:
+            paths = _draw_plots(histories[0], out or run_dirs[0])
+        else:
+            from lrsched_cli.plots import plot_comparison
+
+            groups: dict[str, list[store.RunHistory]] = {}
+            for history in histories:  # runs of one config over several seeds share a band
+                groups.setdefault(history.name, []).append(history)
+            paths = plot_comparison(groups, out or Path("overlay"))
+        for path in paths:
             console.print(str(path))
 
 

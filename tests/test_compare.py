@@ -1,0 +1,283 @@
+"""lrsched compare: paired seeds, statistics, failures as results, finished runs, sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats as scipy_stats
+from typer.testing import CliRunner
+
+from conftest import tiny, train, write_config
+from lrsched_cli import compare, runner, stats, store
+from lrsched_cli.cli import app
+from lrsched_cli.config import ConfigError, load_configs, validate
+
+cli = CliRunner()
+STEP = tiny(name="step", epochs=3)
+COSINE = tiny(name="cosine", epochs=3, scheduler={"name": "CosineAnnealingLR", "T_max": 3})
+
+
+def write_pair(directory: Path, *extra: dict) -> list[str]:
+    configs = [STEP, COSINE, *extra]
+    return [str(write_config(directory, c, f"{c['name']}.yaml")) for c in configs]
+
+
+def test_paired_seeds_share_weights_split_and_batches_across_configs():
+    jobs = compare.plan_jobs([validate(STEP), validate(COSINE)], [0, 1])
+    assert [(j.config.name, j.config.seed) for j in jobs] == [
+        ("step", 0),
+        ("cosine", 0),
+        ("step", 1),
+        ("cosine", 1),
+    ]
+    prepared = [runner.prepare(job.config) for job in jobs]
+    for a, b in ((prepared[0], prepared[1]), (prepared[2], prepared[3])):
+        for wa, wb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            assert wa.equal(wb)
+        assert a.dataset.x_val.equal(b.dataset.x_val)
+        assert a.batch_generator.get_state().equal(b.batch_generator.get_state())
+    assert not prepared[0].dataset.x_val.equal(prepared[2].dataset.x_val)
+
+
+def history(values: list[float], seed: int, name: str, status: str = "completed"):
+    epochs = [
+        {"epoch": i + 1, "lr": 0.1, "val_loss": v, "train_loss": v} for i, v in enumerate(values)
+    ]
+    summary = {"status": status, "seed": seed, "train_seconds": 1.0}
+    return store.RunHistory(
+        Path(f"{name}-{seed}"), {"name": name, "scheduler": {"name": "X"}}, epochs, [], summary
+    )
+
+
+def test_statistics_match_hand_computed_values():
+    finals = {"a": [0.30, 0.20, 0.25], "b": [0.40, 0.35, 0.45]}
+    groups = {
+        name: [history([1.0, v], seed, name) for seed, v in enumerate(values)]
+        for name, values in finals.items()
+    }
+    summaries = stats.rank(stats.summarize(groups, target=0.5), "final_val_loss")
+    a = summaries[0].metrics["final_val_loss"]
+    assert summaries[0].name == "a"
+    assert a.mean == pytest.approx(0.25) and a.std == pytest.approx(0.05)
+    half = 4.302652729911275 * 0.05 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n)
+    assert (a.ci_low, a.ci_high) == pytest.approx((0.25 - half, 0.25 + half))
+    # per run, the mean of its val-loss curve [1.0, final]; then the mean over seeds
+    assert summaries[0].metrics["auc_val_loss"].mean == pytest.approx((1.3 + 1.2 + 1.25) / 6)
+    assert summaries[0].metrics["epochs_to_target"].mean == 2
+    (pair,) = stats.pairwise(summaries, "final_val_loss", None)
+    assert (pair["a_wins"], pair["b_wins"], pair["paired_seeds"]) == (3, 0, 3)
+    assert pair["mean_difference"] == pytest.approx(-0.15)
+    assert pair["wilcoxon_p"] == pytest.approx(0.25)
+    expected_t = scipy_stats.ttest_rel(finals["a"], finals["b"]).pvalue
+    assert pair["ttest_p"] == pytest.approx(expected_t)
+
+
+def test_failed_and_diverged_runs_are_counted_not_averaged():
+    groups = {
+        "a": [
+            history([0.5], 0, "a"),
+            history([float("nan")], 1, "a", "diverged"),
+            history([0.1], 2, "a", "failed"),
+        ]
+    }
+    (summary,) = stats.summarize(groups, None)
+    assert summary.metrics["final_val_loss"].values == [0.5]
+    assert summary.row()["completed"] == 1 and summary.row()["diverged"] == 1
+    assert summary.row()["failed"] == 1
+
+
+def test_compare_cli_writes_the_comparison(tmp_path):
+    paths = write_pair(tmp_path)
+    result = cli.invoke(
+        app,
+        [
+            "compare",
+            *paths,
+            "--seed-list",
+            "0,1",
+            "--jobs",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (out,) = (tmp_path / "runs").glob("*-compare")
+    for name in (
+        "summary.csv",
+        "summary.json",
+        "pairwise.csv",
+        "lr.png",
+        "val_loss.png",
+        "val_accuracy.png",
+    ):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["name"] for r in rows} == {"step", "cosine"}
+    assert all(r["seeds"] == "0 1" and r["completed"] == "2" for r in rows)
+    for column in (
+        "final_val_loss_mean",
+        "final_val_loss_std",
+        "final_val_loss_ci_low",
+        "best_val_loss_mean",
+        "best_epoch_mean",
+        "final_val_accuracy_mean",
+        "auc_val_loss_mean",
+        "epochs_to_target_mean",
+        "train_seconds_mean",
+    ):
+        assert column in rows[0]
+    assert len(list((out / "runs").iterdir())) == 4
+    assert "ranked by final_val_loss" in result.stdout and "★" in result.stdout
+
+
+def test_a_failing_config_does_not_stop_the_others(tmp_path, monkeypatch):
+    real = runner.run_experiment
+
+    def fail_cosine(cfg, runs_dir, observer=None, label=None):
+        if cfg.name == "cosine":
+            raise RuntimeError("boom")
+        return real(cfg, runs_dir, observer, label)
+
+    monkeypatch.setattr(runner, "run_experiment", fail_cosine)
+    inputs = compare.collect_inputs(write_pair(tmp_path))
+    comparison = compare.compare(inputs, [0, 1], tmp_path / "out", 1, "final_val_loss")
+    statuses = {(r.name, r.seed): r.status for r in comparison.results}
+    assert statuses == {
+        ("step", 0): "completed",
+        ("step", 1): "completed",
+        ("cosine", 0): "failed",
+        ("cosine", 1): "failed",
+    }
+    assert all("boom" in r.error for r in comparison.results if r.name == "cosine")
+    assert comparison.summaries[0].name == "step"
+
+
+def test_parallel_workers_run_every_job(tmp_path):
+    inputs = compare.collect_inputs(write_pair(tmp_path))
+    comparison = compare.compare(inputs, [0, 1], tmp_path / "out", 2, "final_val_loss")
+    assert sorted((r.name, r.seed, r.status) for r in comparison.results) == [
+        ("cosine", 0, "completed"),
+        ("cosine", 1, "completed"),
+        ("step", 0, "completed"),
+        ("step", 1, "completed"),
+    ]
+    serial = compare.compare(inputs, [0, 1], tmp_path / "serial", 1, "final_val_loss")
+    finals = {s.name: s.metrics["final_val_loss"].values for s in comparison.summaries}
+    assert finals == {s.name: s.metrics["final_val_loss"].values for s in serial.summaries}
+
+
+def test_finished_runs_are_gathered_without_training_or_torch(tmp_path):
+    runs = tmp_path / "runs"
+    for config in (STEP, COSINE):
+        for seed in (0, 1):
+            train({**config, "seed": seed}, runs)
+    code = (
+        "import sys\nfrom lrsched_cli.cli import app\n"
+        "try:\n    app(['compare', sys.argv[1], '--runs-dir', sys.argv[2]])\n"
+        "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(runs), str(tmp_path / "out")],
+        check=True,
+        capture_output=True,
+    )
+    (out,) = (tmp_path / "out").glob("*-compare")
+    document = json.loads((out / "summary.json").read_text())
+    assert document["runs"] == []  # nothing was trained
+    assert {c["name"]: c["runs"] for c in document["configs"]} == {"step": 2, "cosine": 2}
+
+
+def test_configs_and_finished_runs_mix(tmp_path):
+    finished = train({**tiny(name="old", epochs=3), "seed": 0}, tmp_path / "old")
+    paths = write_pair(tmp_path)
+    inputs = compare.collect_inputs([*paths, str(finished.path)])
+    comparison = compare.compare(inputs, [0], tmp_path / "out", 1, "final_val_loss")
+    assert {s.name for s in comparison.summaries} == {"step", "cosine", "old"}
+    assert len(comparison.results) == 2
+
+
+def test_sweep_expands_a_grid(tmp_path):
+    config = {**STEP, "sweep": {"scheduler.gamma": [0.1, 0.5], "optimizer.lr": [0.01, 0.1]}}
+    configs = load_configs(write_config(tmp_path, config))
+    assert [c.name for c in configs] == [
+        "step-gamma=0.1-lr=0.01",
+        "step-gamma=0.1-lr=0.1",
+        "step-gamma=0.5-lr=0.01",
+        "step-gamma=0.5-lr=0.1",
+    ]
+    assert [(c.scheduler.kwargs["gamma"], c.optimizer.lr) for c in configs] == [
+        (0.1, 0.01),
+        (0.1, 0.1),
+        (0.5, 0.01),
+        (0.5, 0.1),
+    ]
+    result = cli.invoke(app, ["run", str(tmp_path / "config.yaml"), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "lrsched compare" in result.stderr
+
+
+def test_bad_sweep_is_a_config_error(tmp_path):
+    path = write_config(tmp_path, {**STEP, "sweep": {"optimizer.lr": 0.1}})
+    with pytest.raises(ConfigError, match="sweep.optimizer.lr: expected a non-empty list"):
+        load_configs(path)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["nothing-*.yaml"], "the pattern matches no file"),
+        (["missing.yaml"], "no such config file or run directory"),
+        (["."], "holds no configs"),
+    ],
+)
+def test_bad_inputs_are_usage_errors(arguments, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli.invoke(app, ["compare", *arguments, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_different_datasets_need_force(tmp_path):
+    other = tiny(name="circles", epochs=2, data={"name": "circles", "n_samples": 80})
+    paths = write_pair(tmp_path, other)
+    result = cli.invoke(app, ["compare", *paths, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "comparison across datasets is meaningless" in result.stderr
+    result = cli.invoke(
+        app,
+        [
+            "compare",
+            *paths,
+            "--force",
+            "--seeds",
+            "1",
+            "--jobs",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: circles uses other data" in result.stderr
+
+
+def test_plot_overlays_several_runs_without_torch(tmp_path):
+    first, second = train(STEP, tmp_path), train(COSINE, tmp_path)
+    code = (
+        "import sys\nfrom lrsched_cli.cli import app\n"
+        "try:\n    app(['plot', sys.argv[1], sys.argv[2], '--out', sys.argv[3]])\n"
+        "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(first.path), str(second.path), str(tmp_path / "overlay")],
+        check=True,
+        capture_output=True,
+    )
+    assert {p.name for p in (tmp_path / "overlay").glob("*.png")} >= {"lr.png", "val_loss.png"}
