@@ -120,6 +120,9 @@ def compare(
     overrides: Overrides = None,
     epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1)] = None,
     force: Annotated[bool, typer.Option(help="Compare runs on different data anyway.")] = False,
+    run_plots: Annotated[
+        bool, typer.Option(help="Also draw each run's own PNGs (about 1 s a run).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print summary.json.")] = False,
 ) -> None:
     """Compare schedules over paired seeds: rank them, with 95% intervals and paired tests."""
@@ -143,6 +146,7 @@ def compare(
                 target,
                 warnings,
                 progress.on_result,
+                run_plots,
             )
         _draw_comparison(comparison)
         _render_comparison(comparison, as_json)

@@ -22,7 +22,7 @@ from lrsched_cli.config import ConfigError, ExperimentConfig, load_configs
 
 DEFAULT_SEEDS = (0, 1, 2)
 # Preloaded once by the forkserver, so a worker starts as a fork, not a 3-5 s import of torch.
-WORKER_PRELOAD = ["torch", "torch._dynamo", "lrsched_cli.runner", "matplotlib.figure"]
+WORKER_PRELOAD = ["torch", "torch._dynamo", "lrsched_cli.runner"]
 
 
 @dataclass(frozen=True)
@@ -126,26 +126,29 @@ def execute(
     runs_dir: Path,
     workers: int,
     on_result: Callable[[JobResult], None] = lambda result: None,
-    before: Callable[[], None] = lambda: None,
+    run_plots: bool = False,
 ) -> list[JobResult]:
-    """Run the jobs on `workers` processes (in this one for 1); a failure is a result, not a stop.
+    """Check every config, then run the jobs on `workers` processes (in this one for 1).
 
-    `before` runs here while the workers start, so checks overlap with their start-up.
+    A bad config raises ConfigError before any job starts; a failing job is a result, not a
+    stop. With workers, the check runs in a worker too, so this process never imports torch.
     """
-    results = []
+    configs = list({job.config.name: job.config for job in jobs}.values())
     if workers <= 1 or len(jobs) <= 1:
-        before()
+        validate_configs(configs)
+        results = []
         for job in jobs:
-            results.append(_run_job(job, runs_dir, threads=None))
+            results.append(_run_job(job, runs_dir, None, run_plots))
             on_result(results[-1])
         return results
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with _worker_pool(workers, threads) as pool:
-        before()
-        futures: dict[Future, Job] = {
-            pool.submit(_run_job, job, runs_dir, threads): job for job in jobs
-        }
+    with _worker_pool(workers, run_plots) as pool:
+        checked = pool.submit(validate_configs, configs)
+        _import_what_gathering_needs()  # on a core that is idle while workers import torch
+        checked.result()  # re-raises a ConfigError here
+        futures = {pool.submit(_run_job, job, runs_dir, threads, run_plots): job for job in jobs}
+        results = []
         for future in as_completed(futures):
             results.append(_result_of(future, futures[future]))
             on_result(results[-1])
@@ -161,21 +164,13 @@ def compare(
     target: float | None = None,
     warnings: list[str] = (),
     on_result: Callable[[JobResult], None] = lambda result: None,
+    run_plots: bool = False,
 ) -> Comparison:
     """Run the configs over the seeds, gather them with the finished runs, and write the
     comparison's files into `out_dir`."""
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(inputs.configs, seeds)
-    if inputs.configs:
-        results = execute(
-            jobs,
-            out_dir / "runs",
-            workers,
-            on_result,
-            before=lambda: validate_configs(inputs.configs),
-        )
-    else:
-        results = []
+    results = execute(jobs, out_dir / "runs", workers, on_result, run_plots) if jobs else []
     groups = _group(inputs.runs, results)
     for run in inputs.runs:
         _link(run.path, out_dir / "runs" / run.path.name)
@@ -210,8 +205,8 @@ def write_comparison(comparison: Comparison, seeds: list[int], target: float | N
     (comparison.path / "summary.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
-def _run_job(job: Job, runs_dir: Path, threads: int | None) -> JobResult:
-    """Train one job and draw its plots; every way it can end becomes a JobResult."""
+def _run_job(job: Job, runs_dir: Path, threads: int | None, run_plots: bool) -> JobResult:
+    """Train one job (and draw its plots); every way it can end becomes a JobResult."""
     import torch
 
     from lrsched_cli import plots, runner
@@ -223,7 +218,8 @@ def _run_job(job: Job, runs_dir: Path, threads: int | None) -> JobResult:
     try:
         outcome = runner.run_experiment(job.config, runs_dir, label=job.label)
         result.status, result.path = outcome.status, str(outcome.path)
-        plots.plot_run(store.read_run(outcome.path), outcome.path)
+        if run_plots:
+            plots.plot_run(store.read_run(outcome.path), outcome.path)
     except ConfigError as exc:
         result.error = str(exc)
     except runner.RunFailed as exc:
@@ -232,6 +228,12 @@ def _run_job(job: Job, runs_dir: Path, threads: int | None) -> JobResult:
         result.error = f"{type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _import_what_gathering_needs() -> None:
+    """The statistics and the overlay plots need scipy and matplotlib once the runs are done."""
+    import matplotlib.figure  # noqa: F401
+    import scipy.stats  # noqa: F401
 
 
 def _result_of(future: Future, job: Job) -> JobResult:
@@ -247,16 +249,14 @@ def _result_of(future: Future, job: Job) -> JobResult:
 
 
 @contextmanager
-def _worker_pool(workers: int, threads: int) -> Iterator[ProcessPoolExecutor]:
+def _worker_pool(workers: int, run_plots: bool) -> Iterator[ProcessPoolExecutor]:
     """A process pool whose workers fork from a forkserver with torch preloaded: forking a
     process whose torch threads run can deadlock, and spawning pays torch's import per worker."""
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(WORKER_PRELOAD)
+    context.set_forkserver_preload(WORKER_PRELOAD + (["matplotlib.figure"] if run_plots else []))
     pool = ProcessPoolExecutor(workers, mp_context=context)
-    for _ in range(workers):  # start every worker now, while the caller checks its configs
-        pool.submit(os.getpid)
     try:
         yield pool
     finally:
