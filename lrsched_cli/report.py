@@ -130,7 +130,7 @@ def render_comparison(summaries: list[ConfigSummary], metric: str) -> Table:
     table.add_column("config")
     table.add_column("seeds", justify="right")
     for column in columns:
-        table.add_column(COMPARISON_COLUMNS.get(column, column), justify="right")
+        table.add_column(COMPARISON_COLUMNS.get(column, column.replace("_", " ")), justify="right")
     table.add_column("runs", justify="right")
     best = summaries[0].metrics[metric] if summaries else None
     for index, summary in enumerate(summaries):
@@ -152,7 +152,6 @@ def render_comparison(summaries: list[ConfigSummary], metric: str) -> Table:
 
 COMPARISON_COLUMNS = {  # metric -> header, the columns shown beside the ranking metric
     "final_val_loss": "final val loss",
-    "best_val_loss": "best val loss",
     "final_val_accuracy": "val acc",
     "auc_val_loss": "loss AUC",
 }
@@ -181,11 +180,15 @@ def format_estimate(estimate: Estimate, metric: str = "") -> str:
     """`mean ± half-width`; accuracies in percent."""
     if estimate.mean is None:
         return "-"
-    percent = "accuracy" in metric
-    show = (lambda v: f"{v:.1%}") if percent else format_number
-    if estimate.ci_low is None:
-        return show(estimate.mean)
-    return f"{show(estimate.mean)} ± {show((estimate.ci_high - estimate.ci_low) / 2)}"
+    if "accuracy" in metric:
+        mean, half = f"{estimate.mean:.1%}", None
+        if estimate.ci_low is not None:
+            half = f"{(estimate.ci_high - estimate.ci_low) / 2:.1%}"
+    else:  # three digits of a mean and two of its interval are all that seeds can support
+        mean, half = f"{estimate.mean:.3g}", None
+        if estimate.ci_low is not None:
+            half = f"{(estimate.ci_high - estimate.ci_low) / 2:.2g}"
+    return mean if half is None else f"{mean} ± {half}"
 
 
 def _p_value(value: float | None) -> str:
