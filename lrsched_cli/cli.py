@@ -35,7 +35,10 @@ err = Console(stderr=True)
 RunsDir = Annotated[
     Path, typer.Option("--runs-dir", help="Where run directories are created.", file_okay=False)
 ]
+METRIC_ALIASES = {"val_loss": "final_val_loss", "val_accuracy": "final_val_accuracy"}
 Metric = Literal[
+    "val_loss",
+    "val_accuracy",
     "final_val_loss",
     "best_val_loss",
     "final_val_accuracy",
@@ -142,7 +145,7 @@ def compare(
                 seed_values,
                 out_dir,
                 jobs or os.cpu_count() or 1,
-                metric,
+                METRIC_ALIASES.get(metric, metric),
                 target,
                 warnings,
                 progress.on_result,

@@ -11,8 +11,8 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,12 +127,16 @@ def execute(
     workers: int,
     on_result: Callable[[JobResult], None] = lambda result: None,
     run_plots: bool = False,
+    pool: Callable[[int, bool], AbstractContextManager[Executor]] | None = None,
 ) -> list[JobResult]:
     """Check every config, then run the jobs on `workers` processes (in this one for 1).
 
     A bad config raises ConfigError before any job starts; a failing job is a result, not a
     stop. With workers, the check runs in a worker too, so this process never imports torch.
+    `pool(workers, run_plots)` is the seam for other executors: any context manager yielding a
+    concurrent.futures.Executor (a cluster engine's, say) can replace the local process pool.
     """
+    pool = pool or _worker_pool
     configs = list({job.config.name: job.config for job in jobs}.values())
     if workers <= 1 or len(jobs) <= 1:
         validate_configs(configs)
@@ -143,11 +147,13 @@ def execute(
         return results
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with _worker_pool(workers, run_plots) as pool:
-        checked = pool.submit(validate_configs, configs)
+    with pool(workers, run_plots) as executor:
+        checked = executor.submit(validate_configs, configs)
         _import_what_gathering_needs()  # on a core that is idle while workers import torch
         checked.result()  # re-raises a ConfigError here
-        futures = {pool.submit(_run_job, job, runs_dir, threads, run_plots): job for job in jobs}
+        futures = {
+            executor.submit(_run_job, job, runs_dir, threads, run_plots): job for job in jobs
+        }
         results = []
         for future in as_completed(futures):
             results.append(_result_of(future, futures[future]))

@@ -86,10 +86,12 @@ def plot_accuracy(history: RunHistory, path: Path) -> Path:
     return _save(figure, axes, path)
 
 
-def _figure(title: str):
+def _figure(title: str, wide: bool = False):
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    # Wide figures leave the plot its width beside a legend of many configs.
+    size = (FIGSIZE[0] * 1.45, FIGSIZE[1]) if wide else FIGSIZE
+    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
     axes.set_title(title)
     axes.set_xlabel("epoch")
@@ -97,14 +99,20 @@ def _figure(title: str):
     return figure, axes
 
 
-def _save(figure, axes: Axes, path: Path) -> Path:
+def _save(figure, axes: Axes, path: Path, legend_title: str | None = None) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(axes.get_legend_handles_labels()[0]) > 4:  # many configs: keep the curves clear
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+        axes.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1),
+            fontsize="small",
+            title=legend_title,
+            title_fontsize="small",
+        )
     else:
-        axes.legend(loc="best")
+        axes.legend(loc="best", title=legend_title, title_fontsize="small")
     figure.savefig(path)
     return path
 
@@ -174,7 +182,7 @@ def plot_comparison(groups: dict[str, list[RunHistory]], out_dir: Path) -> list[
 def _overlay_lr(groups: dict[str, list[RunHistory]], path: Path) -> Path:
     """One lr curve per config (its first run: the schedule does not depend on the seed,
     except ReduceLROnPlateau, whose seeds are drawn thin)."""
-    figure, axes = _figure("learning rate")
+    figure, axes = _figure("learning rate", wide=len(groups) > 4)
     values = []
     for colour, (name, runs) in zip(_colours(len(groups)), groups.items(), strict=False):
         for index, run in enumerate(r for r in runs if r.epochs):
@@ -196,7 +204,7 @@ def _overlay_lr(groups: dict[str, list[RunHistory]], path: Path) -> Path:
 
 
 def _overlay_metric(groups, column: str, label: str, path: Path, scale: float = 1.0) -> Path:
-    figure, axes = _figure(f"{label}: mean across seeds, band from lowest to highest")
+    figure, axes = _figure(label, wide=len(groups) > 4)
     values = []
     for colour, (name, runs) in zip(_colours(len(groups)), groups.items(), strict=False):
         curves = [
@@ -228,7 +236,7 @@ def _overlay_metric(groups, column: str, label: str, path: Path, scale: float = 
     if scale == 1.0:
         _log_scale_if_wide(axes, values)
     axes.set_ylabel(label)
-    return _save(figure, axes, path)
+    return _save(figure, axes, path, legend_title="mean over seeds; band: lowest to highest")
 
 
 def _lr_curve(run: RunHistory) -> tuple[list[float], list[float], str]:

@@ -281,3 +281,48 @@ def test_plot_overlays_several_runs_without_torch(tmp_path):
         capture_output=True,
     )
     assert {p.name for p in (tmp_path / "overlay").glob("*.png")} >= {"lr.png", "val_loss.png"}
+
+
+def test_the_executor_is_a_seam(tmp_path):
+    """Any concurrent.futures.Executor can run the jobs: here, threads in this process."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import contextmanager
+
+    used = []
+
+    @contextmanager
+    def threads(workers, run_plots):
+        used.append(workers)
+        with ThreadPoolExecutor(workers) as executor:
+            yield executor
+
+    import torch
+
+    jobs = compare.plan_jobs([validate(STEP), validate(COSINE)], [0])
+    before = torch.get_num_threads()
+    try:
+        results = compare.execute(jobs, tmp_path, 2, pool=threads)
+    finally:
+        torch.set_num_threads(before)  # the jobs set this process's threads: put them back
+    assert used == [2] and sorted(r.status for r in results) == ["completed", "completed"]
+
+
+def test_metric_alias_val_loss(tmp_path):
+    paths = write_pair(tmp_path)
+    result = cli.invoke(
+        app,
+        [
+            "compare",
+            *paths,
+            "--seeds",
+            "1",
+            "--jobs",
+            "1",
+            "--metric",
+            "val_loss",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "ranked by final_val_loss" in result.stdout
