@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lrsched_cli.errors import ConfigError
+
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 # Bounds that keep a typo (hidden: [10000000]) from exhausting memory on a toy-model tool.
 MAX_SAMPLES, MAX_SIZE, MAX_LAYERS, MAX_EPOCHS = 10_000_000, 65_536, 64, 1_000_000
@@ -31,14 +33,6 @@ _Loader.add_implicit_resolver(
 
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-class ConfigError(ValueError):
-    """A config the user must fix; `key` is its dotted path when one key is to blame."""
-
-    def __init__(self, message: str, key: str | None = None):
-        super().__init__(message)
-        self.key = key
 
 
 class _Closed(BaseModel):

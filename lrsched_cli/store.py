@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from lrsched_cli.errors import RunNotFound
+
 CONFIG_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE = (
     "config.yaml",
     "metrics.csv",
@@ -25,10 +27,6 @@ CONFIG_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE = (
     "summary.json",
 )
 STEP_COLUMNS = ("step", "epoch", "lr")
-
-
-class RunNotFound(ValueError):
-    """A path that does not hold a readable run directory."""
 
 
 @dataclass
