@@ -75,7 +75,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     reference = train(config, tmp_path / "reference")
     path = write_config(tmp_path, config)
     process = start_run(path, tmp_path / "runs")
-    run_dir = wait_for_epochs(tmp_path / "runs", 3)
+    run_dir = wait_for_epochs(tmp_path / "runs", 4)  # epoch 3's checkpoint is surely saved
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     killed_at = len(store.read_run(run_dir).epochs)
