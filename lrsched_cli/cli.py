@@ -40,6 +40,7 @@ err = Console(stderr=True)
 RunsDir = Annotated[
     Path, typer.Option("--runs-dir", help="Where run directories are created.", file_okay=False)
 ]
+Kind = Literal["schedulers", "optimizers", "models", "datasets"]
 METRIC_ALIASES = {"val_loss": "final_val_loss", "val_accuracy": "final_val_accuracy"}
 Metric = Literal[
     "val_loss",
@@ -200,6 +201,32 @@ def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool):
         if cfg is None:
             return runner.resume_experiment(directory, observer)
         return runner.run_experiment(cfg, directory, observer)
+
+
+@app.command("list")
+def list_names(
+    kind: Annotated[Kind | None, typer.Argument(help="One kind; default: all four.")] = None,
+) -> None:
+    """List every name a config may use, with its parameters and defaults."""
+    from rich.table import Table
+
+    from lrsched_cli.catalog import KINDS, list_entries
+
+    for each in [kind] if kind else KINDS:
+        table = Table(title=each, title_justify="left", show_lines=False)
+        for header in ("name", "parameters (default)", "description"):
+            table.add_column(header, overflow="fold")
+        for entry in list_entries(each):
+            table.add_row(entry.name, entry.parameters, entry.description)
+        console.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the config's JSON Schema, for editors' YAML support."""
+    from lrsched_cli.config import ExperimentConfig
+
+    print(json.dumps(ExperimentConfig.model_json_schema(), indent=2))
 
 
 def _seeds(count: int | None, listed: str | None) -> list[int]:
