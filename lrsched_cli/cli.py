@@ -217,7 +217,9 @@ def list_names(
         for header in ("name", "parameters (default)", "description"):
             table.add_column(header, overflow="fold")
         for entry in list_entries(each):
-            table.add_row(entry.name, entry.parameters, entry.description)
+            table.add_row(
+                *(Text(cell) for cell in (entry.name, entry.parameters, entry.description))
+            )
         console.print(table)
 
 
