@@ -19,6 +19,7 @@ def save_checkpoint(experiment: Experiment, run_dir: Path, epoch: int, step: int
     state = {
         "epoch": epoch,
         "step": step,
+        "pending_event": experiment.pending_event,
         "model": experiment.model.state_dict(),
         "optimizer": experiment.optimizer.state_dict(),
         "scheduler": _without_lambdas(experiment.scheduler.state_dict())
@@ -50,6 +51,7 @@ def load_checkpoint(experiment: Experiment, run_dir: Path) -> tuple[int, int]:
     torch.set_rng_state(state["dropout_rng"].cpu())
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    experiment.pending_event = state.get("pending_event")
     return state["epoch"], state["step"]
 
 

@@ -90,6 +90,12 @@ class OptimizerConfig(_Open):
     lr: float = Field(gt=0, lt=FLOAT32_MAX, description="the initial learning rate")
 
 
+class WarmupConfig(_Closed):
+    epochs: int | None = Field(None, gt=0, description="warm up over this many epochs")
+    steps: int | None = Field(None, gt=0, description="or this many optimizer steps")
+    start_factor: float = Field(0.1, gt=0, le=1, description="the first lr, as a share of lr")
+
+
 class SchedulerConfig(_Open):
     name: str = Field("none", description="a torch.optim.lr_scheduler class name, or none")
     interval: Literal["epoch", "step"] | None = Field(
@@ -100,6 +106,9 @@ class SchedulerConfig(_Open):
     )
     schedulers: list[SchedulerConfig] | None = Field(
         None, description="SequentialLR, ChainedScheduler: the nested scheduler blocks"
+    )
+    warmup: WarmupConfig | None = Field(
+        None, description="a linear warmup in front of this scheduler: epochs or steps"
     )
 
 

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lrsched_cli.config import ConfigError, OptimizerConfig, SchedulerConfig
+from lrsched_cli.config import ConfigError, OptimizerConfig, SchedulerConfig, WarmupConfig
 from lrsched_cli.expressions import LrExpression
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def resolve_scheduler(
     """Fill in what the run will use: the class name, interval, monitor, OneCycleLR total_steps."""
     name = canonical_scheduler_name(cfg.name)
     if name == "none":
-        _refuse_keys(cfg, "none", ["interval", "monitor", "schedulers", *cfg.kwargs])
+        _refuse_keys(cfg, "none", ["interval", "monitor", "schedulers", "warmup", *cfg.kwargs])
         return SchedulerConfig(name="none")
     spec = scheduler_spec(name)
     children = _resolve_children(cfg, name, epochs, steps_per_epoch, task)
@@ -135,9 +135,38 @@ def resolve_scheduler(
             f"scheduler.monitor: only ReduceLROnPlateau is fed a metric, not {name}",
             "scheduler.monitor",
         )
+    run_length = epochs * (steps_per_epoch if interval == "step" else 1)
+    if cfg.warmup is not None:
+        updates["warmup"] = _resolve_warmup(cfg.warmup, interval, steps_per_epoch)
     if name == "OneCycleLR" and not _has_cycle_length(cfg.kwargs):
-        updates["total_steps"] = epochs * (steps_per_epoch if interval == "step" else 1)
+        updates["total_steps"] = max(1, run_length - warmup_length(updates.get("warmup")))
     return SchedulerConfig.model_validate({**cfg.model_dump(exclude_none=True), **updates})
+
+
+def warmup_length(warmup: dict | WarmupConfig | None) -> int:
+    """A resolved warmup's length in its scheduler's own steps (epochs or optimizer steps)."""
+    if warmup is None:
+        return 0
+    if isinstance(warmup, dict):
+        return warmup.get("steps") or warmup.get("epochs") or 0
+    return warmup.steps or warmup.epochs or 0
+
+
+def _resolve_warmup(warmup: WarmupConfig, interval: str, steps_per_epoch: int) -> dict:
+    """Express the warmup in the units the scheduler is stepped in."""
+    if (warmup.epochs is None) == (warmup.steps is None):
+        raise ConfigError(
+            "scheduler.warmup: give epochs or steps (one of them)", "scheduler.warmup"
+        )
+    if warmup.steps is not None and interval == "epoch":
+        raise ConfigError(
+            "scheduler.warmup.steps: this scheduler is stepped once per epoch; give warmup.epochs",
+            "scheduler.warmup.steps",
+        )
+    if interval == "step":
+        steps = warmup.steps or warmup.epochs * steps_per_epoch
+        return {"steps": steps, "start_factor": warmup.start_factor}
+    return {"epochs": warmup.epochs, "start_factor": warmup.start_factor}
 
 
 def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -181,6 +210,8 @@ def build_scheduler(optimizer, cfg: SchedulerConfig, key: str = "scheduler"):
     """The torch scheduler of a resolved config, or None for `none` (a constant lr)."""
     if cfg.name == "none":
         return None
+    if cfg.warmup is not None:
+        return _with_warmup(optimizer, cfg, key)
     cls = scheduler_classes()[cfg.name]
     spec = scheduler_spec(cfg.name)
     kwargs = cfg.kwargs
@@ -197,6 +228,51 @@ def build_scheduler(optimizer, cfg: SchedulerConfig, key: str = "scheduler"):
             return _construct(cls, children, kwargs, key, {"optimizer": optimizer})
         return _construct(cls, optimizer, kwargs, key, {"schedulers": children})
     return _construct(cls, optimizer, kwargs, key)
+
+
+def _with_warmup(optimizer, cfg: SchedulerConfig, key: str):
+    """torch's LinearLR from start_factor to 1, then the scheduler: joined by SequentialLR, or,
+    for ReduceLROnPlateau (which SequentialLR refuses), by WarmupThenPlateau."""
+    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+
+    length = warmup_length(cfg.warmup)
+    main = build_scheduler(optimizer, cfg.model_copy(update={"warmup": None}), key)
+    warmup = LinearLR(optimizer, start_factor=cfg.warmup.start_factor, total_iters=length)
+    if scheduler_spec(cfg.name).needs_metric:
+        return WarmupThenPlateau(warmup, main, length)
+    return SequentialLR(optimizer, [warmup, main], milestones=[length])
+
+
+class WarmupThenPlateau:
+    """Steps a warmup scheduler for its epochs, then feeds each epoch's metric to
+    ReduceLROnPlateau. Warmup epochs are not fed to it: their losses say nothing of a plateau."""
+
+    def __init__(self, warmup, plateau, epochs: int):
+        self.warmup, self.plateau, self.epochs = warmup, plateau, epochs
+        self.epochs_done = 0
+
+    @property
+    def optimizer(self):
+        return self.plateau.optimizer
+
+    def step(self, metrics: float) -> None:
+        if self.epochs_done < self.epochs:
+            self.warmup.step()
+        else:
+            self.plateau.step(metrics)
+        self.epochs_done += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epochs_done": self.epochs_done,
+            "warmup": self.warmup.state_dict(),
+            "plateau": self.plateau.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs_done = state["epochs_done"]
+        self.warmup.load_state_dict(state["warmup"])
+        self.plateau.load_state_dict(state["plateau"])
 
 
 def check_expressions(cfg: SchedulerConfig, counters: range, key: str = "scheduler") -> None:
@@ -352,7 +428,7 @@ def _resolve_children(cfg, name, epochs, steps_per_epoch, task) -> list[Schedule
     resolved = []
     for i, child in enumerate(cfg.schedulers):
         key = f"scheduler.schedulers.{i}"
-        _refuse_keys(child, "a nested scheduler", ["interval", "monitor"], key)
+        _refuse_keys(child, "a nested scheduler", ["interval", "monitor", "warmup"], key)
         child_name = canonical_scheduler_name(child.name)
         if scheduler_spec(child_name).needs_metric or child_name == "none":
             raise ConfigError(

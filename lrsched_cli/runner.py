@@ -23,6 +23,7 @@ from lrsched_cli.checkpoint import load_checkpoint, save_checkpoint
 from lrsched_cli.config import ConfigError, EarlyStoppingConfig, ExperimentConfig, load_config
 from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_data
 from lrsched_cli.models import build_model, resolve_model
+from lrsched_cli.planning import Plan, explain_step, momentum_of, plan_schedule, plateau_state
 from lrsched_cli.registry import (
     build_optimizer,
     build_scheduler,
@@ -74,6 +75,7 @@ class Experiment:
     scheduler: Any  # a torch scheduler, or None for a constant lr
     batch_generator: torch.Generator
     dropout_seed: int
+    pending_event: str | None = None  # why the next epoch's lr differs: it goes on its row
 
     @property
     def steps_per_epoch(self) -> int:
@@ -89,7 +91,20 @@ class Experiment:
         columns = ["epoch", "lr", *(f"lr_{i}" for i in range(1, groups)), "train_loss", "val_loss"]
         if self.dataset.task == CLASSIFICATION:
             columns.append("val_accuracy")
+        if self.cycles_momentum:
+            columns.append("momentum")
+        if self.scheduler is not None and not self.steps_scheduler_per_batch:
+            columns.append("lr_event")
+        if plateau_state(self.scheduler) is not None:
+            columns += ["plateau_best", "plateau_bad_epochs", "plateau_cooldown"]
         return [*columns, "seconds"]
+
+    @property
+    def cycles_momentum(self) -> bool:
+        return momentum_of(self.optimizer) is not None and any(
+            block.name in ("OneCycleLR", "CyclicLR") and block.kwargs.get("cycle_momentum", True)
+            for block in [self.config.scheduler, *(self.config.scheduler.schedulers or [])]
+        )
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -125,9 +140,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare(cfg: ExperimentConfig) -> Experiment:
-    """Resolve the config and build data, model, optimizer and scheduler; raises ConfigError."""
-    device = resolve_device(cfg.device)
+def resolve_experiment(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Dataset]:
+    """Fill in every default (data and model options, interval, total_steps) and build the
+    data, whose size sets the steps per epoch; raises ConfigError."""
     data_cfg = resolve_data(cfg.data)
     dataset = build_dataset(data_cfg, derive_seed(cfg.seed, "data"), derive_seed(cfg.seed, "split"))
     steps_per_epoch = math.ceil(len(dataset.x_train) / data_cfg.batch_size)
@@ -138,10 +153,25 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
             "early_stopping.monitor: val_accuracy exists only for classification",
             "early_stopping.monitor",
         )
-    model_cfg = resolve_model(cfg.model)
     resolved = cfg.model_copy(
-        update={"data": data_cfg, "model": model_cfg, "scheduler": scheduler_cfg}
+        update={"data": data_cfg, "model": resolve_model(cfg.model), "scheduler": scheduler_cfg}
     )
+    return resolved, dataset
+
+
+def plan_experiment(cfg: ExperimentConfig) -> Plan:
+    """The lr the run will use, epoch by epoch and step by step, with warnings; trains nothing."""
+    resolved, dataset = resolve_experiment(cfg)
+    steps_per_epoch = math.ceil(len(dataset.x_train) / resolved.data.batch_size)
+    return plan_schedule(resolved, steps_per_epoch)
+
+
+def prepare(cfg: ExperimentConfig) -> Experiment:
+    """Resolve the config and build data, model, optimizer and scheduler; raises ConfigError."""
+    device = resolve_device(cfg.device)
+    resolved, dataset = resolve_experiment(cfg)
+    steps_per_epoch = math.ceil(len(dataset.x_train) / resolved.data.batch_size)
+    model_cfg, scheduler_cfg = resolved.model, resolved.scheduler
     with torch.random.fork_rng(devices=[]):  # weights from their own stream, global RNG untouched
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_model(model_cfg, dataset.input_shape, dataset.n_outputs)
@@ -265,6 +295,7 @@ def train(
         for epoch in range(first_epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()
             lrs = [float(group["lr"]) for group in optimizer.param_groups]  # before any step
+            epoch_momentum = momentum_of(optimizer)
             train_sum, step_lrs = _train_epoch(experiment, data, epoch, stop, observer)
             if stop.requested:
                 return "interrupted"  # the unfinished epoch is not recorded
@@ -272,10 +303,11 @@ def train(
             # One host sync per epoch: every sum stayed on the device until here.
             train_total, val_total, n_correct = torch.stack([train_sum, val_sum, correct]).tolist()
             record = _epoch_record(experiment, epoch, lrs, train_total, val_total, n_correct)
+            record.update(momentum=epoch_momentum, lr_event=experiment.pending_event)
+            experiment.pending_event = None
             finite = math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])
             if scheduler is not None and not experiment.steps_scheduler_per_batch and finite:
-                # ReduceLROnPlateau gets this epoch's metric; a NaN would count as a bad epoch.
-                scheduler.step(record[cfg.scheduler.monitor]) if needs_metric else scheduler.step()
+                _step_epoch_scheduler(experiment, record, needs_metric)
             record["seconds"] = time.perf_counter() - started
             keep_epoch(record, [(step + i + 1, epoch, lr) for i, lr in enumerate(step_lrs)])
             step += len(step_lrs)
@@ -345,6 +377,26 @@ class EarlyStopping:
         else:
             self.bad_epochs += 1
         return self.bad_epochs >= self.cfg.patience
+
+
+def _step_epoch_scheduler(experiment: Experiment, record: dict, needs_metric: bool) -> None:
+    """Step once after validation; record the plateau state and why the lr changes, if it does.
+
+    ReduceLROnPlateau gets this epoch's metric (never a NaN, which would count as bad)."""
+    block, scheduler = experiment.config.scheduler, experiment.scheduler
+    before = plateau_state(scheduler) or {}
+    scheduler.step(record[block.monitor]) if needs_metric else scheduler.step()
+    new_lr = float(experiment.optimizer.param_groups[0]["lr"])
+    experiment.pending_event = explain_step(
+        block, scheduler, record["epoch"], before, new_lr, record["lr"]
+    )
+    after = plateau_state(scheduler)
+    if after is not None:
+        record.update(
+            plateau_best=after["best"],
+            plateau_bad_epochs=after["bad_epochs"],
+            plateau_cooldown=after["cooldown"],
+        )
 
 
 def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor, list[float]]:

@@ -42,7 +42,16 @@ def test_run_writes_the_run_directory_and_shows_the_table(tmp_path):
     assert summary["status"] == "completed" and summary["epochs_done"] == 4
     assert summary["device"] == "cpu" and summary["seed"] == 0
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    assert list(rows[0]) == ["epoch", "lr", "train_loss", "val_loss", "val_accuracy", "seconds"]
+    assert list(rows[0]) == [
+        "epoch",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "lr_event",
+        "seconds",
+    ]
+    assert [r["lr_event"] for r in rows] == ["", "", "step_size 2: x0.5", ""]
     assert [float(r["lr"]) for r in rows] == [0.1, 0.1, 0.05, 0.05]
 
 

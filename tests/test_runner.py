@@ -131,7 +131,7 @@ def test_models(model, tmp_path):
 def test_regression_has_no_accuracy_column(tmp_path):
     history = train(tiny(epochs=1, data={"name": "sine", "n_samples": 50}), tmp_path)
     header = next(csv.reader((history.path / "metrics.csv").open()))
-    assert header == ["epoch", "lr", "train_loss", "val_loss", "seconds"]
+    assert header == ["epoch", "lr", "train_loss", "val_loss", "lr_event", "seconds"]
 
 
 def test_resolved_config_fills_defaults(tmp_path):
