@@ -91,6 +91,7 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run dir.")] = False,
+    strict: Annotated[bool, typer.Option(help="Refuse to train when lint warns.")] = False,
 ) -> None:
     """Train one config and save its run directory: metrics, steps, summary and plots."""
     from lrsched_cli import store
@@ -106,6 +107,7 @@ def run(
             from lrsched_cli.config import load_config  # pydantic: only for commands that load
 
             cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
+            _warn(_lint(cfg), strict, quiet or as_json)
             result = _train(cfg, runs_dir, quiet or as_json)
         history = store.read_run(result.path)
         _draw_plots(history, history.path)
@@ -201,6 +203,45 @@ def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool):
         if cfg is None:
             return runner.resume_experiment(directory, observer)
         return runner.run_experiment(cfg, directory, observer)
+
+
+@app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="The experiment's YAML config.")],
+    png: Annotated[Path | None, typer.Option(help="Also draw the planned lr to this PNG.")] = None,
+    overrides: Overrides = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1)] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 2 when lint warns.")] = False,
+) -> None:
+    """Show the lr each epoch (and step) will use, and warnings, before training anything."""
+    with _exit_codes(config, overrides):
+        from lrsched_cli import report, runner
+        from lrsched_cli.config import load_config
+
+        cfg = load_config(config, overrides or [], epochs=epochs)
+        planned = runner.plan_experiment(cfg)
+        console.print(report.render_plan(planned))
+        if png is not None:
+            from lrsched_cli.plots import plot_plan
+
+            console.print(str(plot_plan(planned, png)))
+        _warn(planned.warnings, strict, quiet=False)
+
+
+def _lint(cfg: ExperimentConfig) -> list[str]:
+    from lrsched_cli import runner
+
+    return runner.plan_experiment(cfg).warnings
+
+
+def _warn(warnings: list[str], strict: bool, quiet: bool) -> None:
+    """Print lint warnings; with --strict they are an error (exit 2)."""
+    for warning in warnings:
+        if not quiet or strict:
+            err.print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
+    if strict and warnings:
+        _print_error("error", f"{len(warnings)} warning(s) and --strict")
+        raise typer.Exit(EXIT_USAGE)
 
 
 @app.command("list")

@@ -14,6 +14,7 @@ from lrsched_cli.registry import (
     build_scheduler,
     check_expressions,
     scheduler_spec,
+    segment_length,
     warmup_length,
 )
 
@@ -88,8 +89,8 @@ def lint(plan: Plan) -> list[str]:
     run_length = cfg.epochs * (plan.steps_per_epoch if plan.interval == "step" else 1)
     unit = "steps" if plan.interval == "step" else "epochs"
     warnings = []
-    for where, child in _blocks(block):
-        warnings += _lint_block(where, child, plan, run_length - warmup_length(block.warmup), unit)
+    for where, child, length in _blocks(block, run_length - warmup_length(block.warmup)):
+        warnings += _lint_block(where, child, plan, length, unit)
     length = warmup_length(block.warmup)
     if length >= run_length:
         warnings.append(
@@ -128,7 +129,7 @@ def _lint_block(where: str, block: SchedulerConfig, plan: Plan, length: int, uni
             f"{where}.total_steps: total_steps is {kwargs['total_steps']} but the run steps "
             f"it {length} times: {outcome}; leave total_steps out and lrsched fills it in"
         )
-    if name in CYCLING and kwargs.get("cycle_momentum", True):
+    if name in CYCLING and "cycle_momentum" not in kwargs:  # torch's silent default: True
         plain = plan.config.optimizer.name.lower() in ("sgd", "rmsprop")
         what = "momentum" if plain else "beta1"
         yield (
@@ -153,15 +154,18 @@ def _lint_block(where: str, block: SchedulerConfig, plan: Plan, length: int, uni
             )
 
 
-def _blocks(block: SchedulerConfig, where: str = "scheduler"):
-    yield where, block
+def _blocks(block: SchedulerConfig, length: int, where: str = "scheduler"):
+    """Each block with where it is and how many times it is stepped: a SequentialLR child
+    runs only its segment between milestones."""
+    yield where, block, length
+    milestones = block.kwargs.get("milestones") if block.name == "SequentialLR" else None
     for i, child in enumerate(block.schedulers or []):
-        yield from _blocks(child, f"{where}.schedulers.{i}")
+        yield from _blocks(child, segment_length(i, milestones, length), f"{where}.schedulers.{i}")
 
 
 def _cycles_momentum(block: SchedulerConfig) -> bool:
     return any(
-        b.name in CYCLING and b.kwargs.get("cycle_momentum", True) for _, b in _blocks(block)
+        b.name in CYCLING and b.kwargs.get("cycle_momentum", True) for _, b, _ in _blocks(block, 0)
     )
 
 

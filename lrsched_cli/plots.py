@@ -57,7 +57,77 @@ def plot_lr(history: RunHistory, path: Path) -> Path:
         values = lrs
     _log_scale_if_wide(axes, values)
     axes.set_ylabel("learning rate")
+    _mark_events(axes, history)
+    _plot_momentum(axes, history.column("epoch"), history.column("momentum"))
     return _save(figure, axes, path)
+
+
+def plot_plan(plan, path: Path) -> Path:
+    """The planned lr: per step for step schedules, per epoch otherwise."""
+    cfg = plan.config
+    figure, axes = _figure(f"{cfg.name}: planned learning rate ({cfg.scheduler.name})")
+    epochs = list(range(1, len(plan.epoch_lrs) + 1))
+    if plan.interval == "step":
+        x = [1 + i / plan.steps_per_epoch for i in range(len(plan.step_lrs))]
+        axes.plot(x, plan.step_lrs, color="tab:blue", lw=1.2, label="lr per step")
+        values = plan.step_lrs
+    else:
+        axes.step(
+            [*epochs, epochs[-1] + 1],
+            [*plan.epoch_lrs, plan.epoch_lrs[-1]],
+            where="post",
+            color="tab:blue",
+            lw=1.5,
+            label="lr (whole epoch)",
+        )
+        values = plan.epoch_lrs
+    if plan.plateau is not None:
+        axes.lines[-1].set_label("fastest decay ReduceLROnPlateau allows")
+        axes.axhline(plan.plateau["floor"] or min(values), color="grey", ls=":", label="min_lr")
+    _log_scale_if_wide(axes, values)
+    axes.set_ylabel("learning rate")
+    _plot_momentum(axes, epochs, plan.momentum or [])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(figure, axes, path)
+
+
+def _mark_events(axes: Axes, history: RunHistory) -> None:
+    """A dotted line and a label at each epoch whose lr an event explains."""
+    events = [(row["epoch"], row["lr_event"]) for row in history.epochs if row.get("lr_event")]
+    for epoch, text in events[:12]:  # more would be unreadable
+        axes.axvline(epoch, color="grey", ls=":", lw=0.8)
+        axes.annotate(
+            text,
+            (epoch, 1),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7,
+            color="dimgrey",
+            xytext=(-2, -4),
+            textcoords="offset points",
+        )
+
+
+def _plot_momentum(axes: Axes, epochs: list, momentum: list) -> None:
+    """Momentum (or Adam's beta1) on a second axis, where a scheduler cycles it."""
+    if not momentum or all(m is None for m in momentum):
+        return
+    twin = axes.twinx()
+    twin.plot(
+        epochs,
+        momentum,
+        color="tab:purple",
+        lw=1,
+        ls="--",
+        marker=".",
+        ms=3,
+        label="momentum / beta1 (epoch start)",
+    )
+    twin.set_ylabel("momentum / beta1")
+    handles, labels = twin.get_legend_handles_labels()
+    axes.plot([], [], color="tab:purple", ls="--", label=labels[0])
 
 
 def plot_losses(history: RunHistory, path: Path) -> Path:

@@ -446,12 +446,12 @@ def _resolve_children(cfg, name, epochs, steps_per_epoch, task) -> list[Schedule
         data = child.model_dump(exclude_none=True)
         data.pop("interval")
         if child.name == "OneCycleLR" and not _has_cycle_length(given.kwargs):
-            data["total_steps"] = max(_segment_length(i, milestones, run_length), 1)
+            data["total_steps"] = max(segment_length(i, milestones, run_length), 1)
         fitted.append(SchedulerConfig.model_validate(data))
     return fitted
 
 
-def _segment_length(index: int, milestones: list | None, run_length: int) -> int:
+def segment_length(index: int, milestones: list | None, run_length: int) -> int:
     if not isinstance(milestones, list) or not all(isinstance(m, int) for m in milestones):
         return run_length
     bounds = [0, *milestones, run_length]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -34,15 +35,65 @@ def render_run(history: RunHistory, max_rows: int = 30) -> Table:
     if has_accuracy:
         table.add_column("val acc", justify="right")
     table.add_column("time", justify="right")
+    has_events = any(row.get("lr_event") for row in history.epochs)
+    if has_events:
+        table.add_column("lr event")
     best = history.summary.get("best_epoch")
     previous_index = 0
     for index in _rows_to_show(history, max_rows):
         if index > previous_index + 1:
             table.add_row("…", *[""] * (len(table.columns) - 1), style="dim")
         row = history.epochs[index]
-        table.add_row(*_cells(row, has_accuracy), style=_style(row, best))
+        events = [Text(str(row.get("lr_event") or ""))] if has_events else []
+        table.add_row(*_cells(row, has_accuracy), *events, style=_style(row, best))
         previous_index = index
     return table
+
+
+def render_plan(plan) -> Group:
+    """The planned lr per epoch: the first and last epochs and every change, with momentum
+    where the scheduler cycles it; a note for ReduceLROnPlateau, whose lr depends on
+    validation."""
+    cfg = plan.config
+    title = f"{cfg.name}: {cfg.scheduler.name}, stepped per {plan.interval}, {cfg.epochs} epochs"
+    if plan.interval == "step":
+        title += f" x {plan.steps_per_epoch} steps"
+    table = Table()
+    table.add_column("epoch", justify="right")
+    table.add_column("lr" if plan.interval == "epoch" else "lr (epoch start)", justify="right")
+    if plan.interval == "step":
+        table.add_column("lr range in the epoch", justify="right")
+    if plan.momentum is not None:
+        table.add_column("momentum", justify="right")
+    lrs = plan.epoch_lrs
+    keep = {0, 1, len(lrs) - 2, len(lrs) - 1} | {
+        i for i in range(1, len(lrs)) if lrs[i] != lrs[i - 1]
+    }
+    shown = sorted(i for i in keep if 0 <= i < len(lrs))
+    if len(shown) > 40:  # a schedule that changes every epoch: keep both ends and a sample
+        shown = sorted(set(shown[:10] + shown[-10:] + shown[10 : -10 : max(1, len(shown) // 20)]))
+    previous = -1
+    for index in shown:
+        if index > previous + 1:
+            table.add_row("…", *[""] * (len(table.columns) - 1), style="dim")
+        cells = [str(index + 1), format_number(lrs[index])]
+        if plan.interval == "step":
+            epoch = plan.step_lrs[index * plan.steps_per_epoch : (index + 1) * plan.steps_per_epoch]
+            cells.append(f"{format_number(min(epoch))} – {format_number(max(epoch))}")
+        if plan.momentum is not None:
+            cells.append(format_number(plan.momentum[index]))
+        table.add_row(*cells)
+        previous = index
+    parts = [Text(title), table]
+    if plan.plateau is not None:
+        parts.append(
+            Text(
+                f"ReduceLROnPlateau: the lr depends on validation. Shown: the fastest "
+                f"decay it allows (every epoch worse than the best); the floor is "
+                f"min_lr = {plan.plateau['floor']}"
+            )
+        )
+    return Group(*parts)
 
 
 def render_summary(history: RunHistory) -> Text:
@@ -93,6 +144,7 @@ def _rows_to_show(history: RunHistory, max_rows: int) -> list[int]:
         return list(range(len(rows)))
     keep = set(range(HEAD)) | set(range(len(rows) - TAIL, len(rows)))
     keep |= {i for i in range(1, len(rows)) if rows[i].get("lr") != rows[i - 1].get("lr")}
+    keep |= {i for i, row in enumerate(rows) if row.get("lr_event")}
     keep |= {
         i for i, row in enumerate(rows) if row.get("epoch") == history.summary.get("best_epoch")
     }
