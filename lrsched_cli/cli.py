@@ -231,7 +231,8 @@ def plan(
 def _lint(cfg: ExperimentConfig) -> list[str]:
     from lrsched_cli import runner
 
-    return runner.plan_experiment(cfg).warnings
+    # Every lint but the unclamped lambda's reads the config; 1,000 epochs bound the wait.
+    return runner.plan_experiment(cfg, horizon=1000).warnings
 
 
 def _warn(warnings: list[str], strict: bool, quiet: bool) -> None:

@@ -285,6 +285,8 @@ def _group(runs: list[store.RunHistory], results: list[JobResult]) -> dict[str, 
                 {"status": "failed", "seed": result.seed},
             )
             groups.setdefault(result.name, []).append(failed)
+    for runs in groups.values():  # by seed, however the workers finished
+        runs.sort(key=lambda run: run.summary.get("seed", run.config.get("seed", 0)) or 0)
     return groups
 
 

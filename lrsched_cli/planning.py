@@ -26,7 +26,7 @@ class Plan:
     config: ExperimentConfig  # resolved
     steps_per_epoch: int
     epoch_lrs: list[float]  # the lr each epoch trains with (its first step's)
-    step_lrs: list[float]  # every optimizer step's lr
+    stepped_lrs: list[float]  # every optimizer step's lr, for a step-interval scheduler
     momentum: list[float] | None  # per epoch, where the scheduler cycles momentum or beta1
     warnings: list[str] = field(default_factory=list)
     plateau: dict[str, Any] | None = None  # floor and fastest decay, for ReduceLROnPlateau
@@ -35,9 +35,17 @@ class Plan:
     def interval(self) -> str:
         return self.config.scheduler.interval or "epoch"
 
+    @property
+    def step_lrs(self) -> list[float]:
+        """Every optimizer step's lr; an epoch scheduler's lr is constant within an epoch."""
+        if self.interval == "step":
+            return self.stepped_lrs
+        return [lr for lr in self.epoch_lrs for _ in range(self.steps_per_epoch)]
 
-def plan_schedule(cfg: ExperimentConfig, steps_per_epoch: int) -> Plan:
-    """Step the configured scheduler exactly as the run will, on a stand-in parameter.
+
+def plan_schedule(cfg: ExperimentConfig, steps_per_epoch: int, horizon: int | None = None) -> Plan:
+    """Step the configured scheduler exactly as the run will, on a stand-in parameter, for
+    its epochs or the first `horizon` of them.
 
     `cfg` is resolved (every default filled in). ReduceLROnPlateau depends on validation: its
     epoch lrs here are the fastest decay it allows (every epoch worse than the best).
@@ -51,12 +59,15 @@ def plan_schedule(cfg: ExperimentConfig, steps_per_epoch: int) -> Plan:
     needs_metric = scheduler_spec(block.name).needs_metric
     cycles_momentum = _cycles_momentum(block)
     epoch_lrs, step_lrs, momentum = [], [], []
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, min(cfg.epochs, horizon or cfg.epochs) + 1):
         epoch_lrs.append(float(optimizer.param_groups[0]["lr"]))
         momentum.append(momentum_of(optimizer))
-        for _ in range(steps_per_epoch):
-            step_lrs.append(float(optimizer.param_groups[0]["lr"]))
-            optimizer.step()  # no gradient: nothing moves, but torch sees the right order
+        # No gradient: nothing moves, but torch sees optimizer.step() before scheduler.step().
+        # An epoch scheduler needs one step an epoch: the lr cannot change within the epoch.
+        for _ in range(steps_per_epoch if per_step else 1):
+            if per_step:
+                step_lrs.append(float(optimizer.param_groups[0]["lr"]))
+            optimizer.step()
             if scheduler is not None and per_step:
                 scheduler.step()
         if scheduler is not None and not per_step:

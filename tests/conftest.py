@@ -46,3 +46,27 @@ def train(config: dict, runs_dir: Path):
 
     result = runner.run_experiment(validate(config), runs_dir)
     return store.read_run(result.path)
+
+
+@pytest.fixture
+def spawn():
+    """Start `python -m lrsched_cli ARGS...`; every process is killed when the test ends,
+    passed or failed, so none is left training in the background."""
+    import subprocess
+    import sys
+
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "lrsched_cli", *args]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()

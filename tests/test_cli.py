@@ -245,16 +245,6 @@ def test_diverged_run_exits_3_and_keeps_its_epochs(tmp_path):
     assert summary["epochs_done"] == len(list(csv.DictReader((run_dir / "metrics.csv").open())))
 
 
-def lrsched(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lrsched_cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
 def test_module_help_runs_in_a_subprocess():
     result = subprocess.run(
         [sys.executable, "-m", "lrsched_cli", "--help"], capture_output=True, text=True, check=True
@@ -279,9 +269,9 @@ def test_help_and_plot_never_import_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(run_dir)], check=True, capture_output=True)
 
 
-def test_ctrl_c_keeps_finished_epochs_and_exits_130(tmp_path):
+def test_ctrl_c_keeps_finished_epochs_and_exits_130(tmp_path, spawn):
     config = write_config(tmp_path, tiny(epochs=100_000, scheduler={"name": "none"}))
-    process = lrsched("run", str(config), "--runs-dir", str(tmp_path / "runs"))
+    process = spawn("run", str(config), "--runs-dir", str(tmp_path / "runs"))
     metrics = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -6,8 +6,6 @@ import csv
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,11 +25,6 @@ def without_time(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
-def start_run(config: Path, runs: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "lrsched_cli", "run", str(config), "--runs-dir", str(runs)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
 def wait_for_epochs(runs: Path, count: int, timeout: float = 60) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -42,14 +35,14 @@ def wait_for_epochs(runs: Path, count: int, timeout: float = 60) -> Path:
     raise AssertionError(f"no run finished {count} epochs in {timeout} s")
 
 
-def test_kill_9_at_random_points_leaves_readable_contiguous_epochs(tmp_path):
+def test_kill_9_at_random_points_leaves_readable_contiguous_epochs(tmp_path, spawn):
     config = write_config(
         tmp_path, tiny(epochs=100_000, data={"name": "moons", "n_samples": 400, "batch_size": 8})
     )
     rng = random.Random(0)
     for attempt in range(3):
         runs = tmp_path / f"runs{attempt}"
-        process = start_run(config, runs)
+        process = spawn("run", str(config), "--runs-dir", str(runs))
         run_dir = wait_for_epochs(runs, 1)
         time.sleep(rng.uniform(0, 0.5))
         process.send_signal(signal.SIGKILL)
@@ -65,7 +58,7 @@ def test_kill_9_at_random_points_leaves_readable_contiguous_epochs(tmp_path):
         assert steps == list(range(1, len(steps) + 1))
 
 
-def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, spawn):
     config = tiny(
         epochs=12,
         checkpoint_every=1,
@@ -74,7 +67,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     )
     reference = train(config, tmp_path / "reference")
     path = write_config(tmp_path, config)
-    process = start_run(path, tmp_path / "runs")
+    process = spawn("run", str(path), "--runs-dir", str(tmp_path / "runs"))
     run_dir = wait_for_epochs(tmp_path / "runs", 4)  # epoch 3's checkpoint is surely saved
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
