@@ -122,7 +122,7 @@ def _lint_block(where: str, block: SchedulerConfig, plan: Plan, length: int, uni
     if name == "CosineAnnealingLR" and kwargs.get("T_max", length) < length:
         yield (
             f"{where}.T_max: T_max {kwargs['T_max']} is shorter than the {length} {unit} it "
-            f"is stepped: the lr rises again after {unit} {kwargs['T_max']}; set T_max: "
+            f"is stepped: the lr rises again after {unit[:-1]} {kwargs['T_max']}; set T_max: "
             f"{length}"
         )
     if name in CYCLING and plan.interval == "epoch":
