@@ -32,7 +32,7 @@ def test_plan_equals_what_the_run_records(name, tmp_path):
 LINTS = {
     "T_max shorter than the run": (
         {"name": "CosineAnnealingLR", "T_max": 2},
-        "the lr rises again after epochs 2",
+        "the lr rises again after epoch 2",
     ),
     "OneCycleLR per epoch": (
         {"name": "OneCycleLR", "max_lr": 0.2, "interval": "epoch", "cycle_momentum": False},
