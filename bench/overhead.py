@@ -1,4 +1,4 @@
-"""lrsched's training loop against a hand-written torch loop doing the same work.
+"""lrsched's training loop against a hand-written torch loop, and Lightning, doing the same work.
 
     python bench/overhead.py [--repeats 5] [--epochs 20] [--device cpu]
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,39 +80,144 @@ def hand_written_epochs(epochs: int, device: str) -> list[float]:
     return seconds
 
 
+def lightning_epochs(epochs: int, device: str) -> list[float]:
+    """The same model, data and schedule through Lightning's Trainer, as its users write it:
+    DataLoaders over tensors, logging and checkpoints off."""
+    import lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8000, 2, generator=generator)
+    y = (x[:, 0] * x[:, 1] > 0).long()
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)
+            )
+            self.loss_fn = nn.CrossEntropyLoss()
+
+        def training_step(self, batch, _):
+            return self.loss_fn(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, _):
+            self.loss_fn(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
+            return [optimizer], [scheduler]
+
+    class EpochTimer(pl.Callback):
+        def __init__(self):
+            self.seconds, self.started = [], 0.0
+
+        def on_train_epoch_start(self, trainer, module):
+            self.started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):  # after the epoch's validation
+            self.seconds.append(time.perf_counter() - self.started)
+
+    timer = EpochTimer()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator=device,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
+    )
+    train = DataLoader(TensorDataset(x[:6400], y[:6400]), batch_size=64, shuffle=True)
+    val = DataLoader(TensorDataset(x[6400:], y[6400:]), batch_size=1600)
+    trainer.fit(Module(), train, val)
+    return timer.seconds
+
+
+def alternate(loops: dict, repeats: int, epochs_per_run: int, device: str):
+    """Run the loops in turn, `repeats` rounds after one warm-up round; per-epoch and
+    whole-run seconds for each."""
+    epochs: dict[str, list[float]] = {name: [] for name in loops}
+    runs: dict[str, list[float]] = {name: [] for name in loops}
+    for repeat in range(repeats + 1):
+        for name, loop in loops.items():
+            started = time.perf_counter()
+            seconds = loop(epochs_per_run, device)
+            if repeat:
+                runs[name].append(time.perf_counter() - started)
+                epochs[name] += seconds[1:]  # epoch 1 pays one-off allocation costs
+    return epochs, runs
+
+
+def report(epochs: dict, runs: dict, name: str) -> None:
+    per_epoch = statistics.median(epochs[name]) / statistics.median(epochs["hand-written"])
+    whole = statistics.median(runs[name]) / statistics.median(runs["hand-written"])
+    for each in (name, "hand-written"):
+        print(
+            f"{each:>14} {statistics.median(epochs[each]) * 1000:8.2f}ms "
+            f"{statistics.median(runs[each]):9.3f}s"
+        )
+    print(f"{'ratio':>14} {per_epoch:10.3f} {whole:10.3f}   ({name} / hand-written)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lightning", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    loops = {"lrsched": lrsched_epochs, "hand-written": hand_written_epochs}
-    epochs: dict[str, list[float]] = {name: [] for name in loops}
-    runs: dict[str, list[float]] = {name: [] for name in loops}
-    for repeat in range(args.repeats + 1):  # round 0 warms up both and is dropped
-        for name, loop in loops.items():
-            started = time.perf_counter()
-            seconds = loop(args.epochs, args.device)
-            if repeat:
-                runs[name].append(time.perf_counter() - started)
-                epochs[name] += seconds[1:]  # epoch 1 pays one-off allocation costs
+    if args.lightning:  # in a process of its own: importing Lightning slows later torch loops
+        report(
+            *alternate(
+                {"Lightning": lightning_epochs, "hand-written": hand_written_epochs},
+                args.repeats,
+                args.epochs,
+                args.device,
+            ),
+            "Lightning",
+        )
+        return
     print(
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
         f"{args.repeats} runs x {args.epochs} epochs each, medians"
     )
     print(f"{'':>14} {'per epoch':>10} {'whole run':>10}")
-    for name in loops:
-        print(
-            f"{name:>14} {statistics.median(epochs[name]) * 1000:8.2f}ms "
-            f"{statistics.median(runs[name]):9.3f}s"
-        )
-    epoch_ratio = statistics.median(epochs["lrsched"]) / statistics.median(epochs["hand-written"])
-    run_ratio = statistics.median(runs["lrsched"]) / statistics.median(runs["hand-written"])
-    print(f"{'ratio':>14} {epoch_ratio:10.3f} {run_ratio:10.3f}   (lrsched / hand-written)")
+    report(
+        *alternate(
+            {"lrsched": lrsched_epochs, "hand-written": hand_written_epochs},
+            args.repeats,
+            args.epochs,
+            args.device,
+        ),
+        "lrsched",
+    )
     print(
         "whole run: lrsched includes building from the config, the run directory and its "
         "per-epoch writes"
     )
+    try:
+        import lightning  # noqa: F401
+    except ImportError:
+        print("(pytorch-lightning is not installed: its loop is left out)")
+        return
+    command = [
+        sys.executable,
+        __file__,
+        "--lightning",
+        "--repeats",
+        str(args.repeats),
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+    ]
+    lightning = subprocess.run(command, capture_output=True, text=True, check=True)
+    print("Lightning, in its own process against a hand-written loop timed there:")
+    print(lightning.stdout, end="")
 
 
 if __name__ == "__main__":

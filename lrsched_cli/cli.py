@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from lrsched_cli import __version__
 from lrsched_cli.errors import ConfigError, RunNotFound
@@ -34,8 +32,37 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A Rich Console made on first use: `lrsched --help` never needs one (rich.console costs
+    a third of the help's start-up)."""
+
+    def __init__(self, **options: Any):
+        self._options, self._console = options, None
+
+    def get(self):
+        """The real Console, for Rich objects that take one (Progress)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
+console = _LazyConsole()
+err = _LazyConsole(stderr=True)
+
+
+def _styled(*parts) -> Any:
+    """Rich Text from plain strings and (string, style) pairs: never parsed as markup."""
+    from rich.text import Text
+
+    return Text.assemble(*parts)
+
 
 RunsDir = Annotated[
     Path, typer.Option("--runs-dir", help="Where run directories are created.", file_okay=False)
@@ -149,7 +176,7 @@ def compare(
         found = comparing.collect_inputs(inputs, overrides or [], epochs)
         warnings = comparing.check_comparable(found, force)
         for warning in warnings:
-            err.print(Text.assemble(("warning: ", "yellow"), warning))
+            err.print(_styled(("warning: ", "yellow"), warning))
         seed_values = _seeds(seeds, seed_list)
         out_dir = store.create_run_dir(runs_dir, "compare")
         progress = _CompareProgress(len(found.configs) * len(seed_values), quiet=as_json)
@@ -239,7 +266,7 @@ def _warn(warnings: list[str], strict: bool, quiet: bool) -> None:
     """Print lint warnings; with --strict they are an error (exit 2)."""
     for warning in warnings:
         if not quiet or strict:
-            err.print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
+            err.print(_styled(("warning: ", "yellow"), warning), soft_wrap=True)
     if strict and warnings:
         _print_error("error", f"{len(warnings)} warning(s) and --strict")
         raise typer.Exit(EXIT_USAGE)
@@ -260,7 +287,7 @@ def list_names(
             table.add_column(header, overflow="fold")
         for entry in list_entries(each):
             table.add_row(
-                *(Text(cell) for cell in (entry.name, entry.parameters, entry.description))
+                *(_styled(cell) for cell in (entry.name, entry.parameters, entry.description))
             )
         console.print(table)
 
@@ -306,7 +333,7 @@ def _render_comparison(comparison, as_json: bool) -> None:
     for result in comparison.results:
         if result.error:
             _print_error(f"{result.name} seed {result.seed} {result.status}", result.error)
-    console.print(Text.assemble("comparison directory: ", (str(comparison.path), "bold")))
+    console.print(_styled("comparison directory: ", (str(comparison.path), "bold")))
 
 
 def _draw_plots(history: RunHistory, out_dir: Path) -> list[Path]:
@@ -371,7 +398,7 @@ def _locate(exc: ConfigError, config_path: Path | None, overrides: list[str]) ->
 
 def _print_error(label: str, message: str) -> None:
     # Text, not markup: messages quote user input such as "[30, 80]"; soft_wrap keeps lines whole.
-    err.print(Text.assemble((f"{label}: ", "bold red"), message), soft_wrap=True)
+    err.print(_styled((f"{label}: ", "bold red"), message), soft_wrap=True)
 
 
 class _CompareProgress:
@@ -392,7 +419,7 @@ class _CompareProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=err,
+            console=err.get(),
             transient=True,
         )
         self.task = self.progress.add_task("runs", total=total)
@@ -413,7 +440,7 @@ class _CompareProgress:
         if self.quiet:
             return
         style = report.STATUS_STYLES.get(result.status, "red")
-        line = Text.assemble(
+        line = _styled(
             (f"{result.status:>11} ", style),
             f"{result.name} seed {result.seed} ({result.seconds:.1f} s)",
         )
@@ -442,7 +469,7 @@ class _ProgressObserver:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=console,
+            console=console.get(),
             transient=True,
         )
         self.enabled = enabled
@@ -460,7 +487,7 @@ class _ProgressObserver:
             return
         # Started here, not on entry: a config error raised earlier leaves no blank live area.
         self.progress.start()
-        console.print(Text.assemble("run directory: ", (str(run_dir), "bold")))
+        console.print(_styled("run directory: ", (str(run_dir), "bold")))
         self.epochs_task = self.progress.add_task("epochs", total=epochs)
         if steps_per_epoch >= self.LONG_EPOCH:
             self.batches_task = self.progress.add_task("batches", total=steps_per_epoch)
