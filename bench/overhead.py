@@ -163,6 +163,31 @@ def report(epochs: dict, runs: dict, name: str) -> None:
     print(f"{'ratio':>14} {per_epoch:10.3f} {whole:10.3f}   ({name} / hand-written)")
 
 
+def command_seconds(command: list[str], repeats: int) -> float:
+    """The median wall time of a whole command, start-up included."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def light_commands(repeats: int) -> None:
+    """`lrsched --help` against importing typer and rich; `lrsched plot` of a finished run."""
+    cli = [sys.executable, "-m", "lrsched_cli"]
+    baseline = command_seconds([sys.executable, "-c", "import typer, rich"], repeats)
+    help_seconds = command_seconds([*cli, "--help"], repeats)
+    with tempfile.TemporaryDirectory() as runs:
+        cfg = validate({**CONFIG, "epochs": 2, "device": "cpu"})
+        run_dir = runner.run_experiment(cfg, Path(runs)).path
+        plot_seconds = command_seconds([*cli, "plot", str(run_dir)], repeats)
+    print(f"{'import typer, rich':>22} {baseline:7.3f}s")
+    print(f"{'lrsched --help':>22} {help_seconds:7.3f}s  ({help_seconds / baseline:.2f}x)")
+    print(f"{'lrsched plot RUN':>22} {plot_seconds:7.3f}s  (3 PNGs; no torch import)")
+    print("compare --jobs 1 against --jobs 2: python bench/compare_speedup.py")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -199,6 +224,7 @@ def main() -> None:
         "whole run: lrsched includes building from the config, the run directory and its "
         "per-epoch writes"
     )
+    light_commands(max(3, args.repeats))
     try:
         import lightning  # noqa: F401
     except ImportError:
