@@ -57,7 +57,7 @@ def plan_schedule(cfg: ExperimentConfig, steps_per_epoch: int, horizon: int | No
     check_expressions(block, range(cfg.epochs * (steps_per_epoch if per_step else 1) + 1))
     scheduler = build_scheduler(optimizer, block)
     needs_metric = scheduler_spec(block.name).needs_metric
-    cycles_momentum = _cycles_momentum(block)
+    cycling = cycles_momentum(block)
     epoch_lrs, step_lrs, momentum = [], [], []
     for epoch in range(1, min(cfg.epochs, horizon or cfg.epochs) + 1):
         epoch_lrs.append(float(optimizer.param_groups[0]["lr"]))
@@ -75,7 +75,7 @@ def plan_schedule(cfg: ExperimentConfig, steps_per_epoch: int, horizon: int | No
                 scheduler.step(float(epoch if block.kwargs.get("mode") != "max" else -epoch))
             else:
                 scheduler.step()
-    plan = Plan(cfg, steps_per_epoch, epoch_lrs, step_lrs, momentum if cycles_momentum else None)
+    plan = Plan(cfg, steps_per_epoch, epoch_lrs, step_lrs, momentum if cycling else None)
     if needs_metric:
         kwargs = block.kwargs
         plan.plateau = {"floor": kwargs.get("min_lr", 0), "fastest_decay": epoch_lrs}
@@ -174,7 +174,8 @@ def _blocks(block: SchedulerConfig, length: int, where: str = "scheduler"):
         yield from _blocks(child, segment_length(i, milestones, length), f"{where}.schedulers.{i}")
 
 
-def _cycles_momentum(block: SchedulerConfig) -> bool:
+def cycles_momentum(block: SchedulerConfig) -> bool:
+    """Whether a OneCycleLR or CyclicLR in `block` cycles the optimizer's momentum or beta1."""
     return any(
         b.name in CYCLING and b.kwargs.get("cycle_momentum", True) for _, b, _ in _blocks(block, 0)
     )

@@ -23,7 +23,14 @@ from lrsched_cli.checkpoint import load_checkpoint, save_checkpoint
 from lrsched_cli.config import ConfigError, EarlyStoppingConfig, ExperimentConfig, load_config
 from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_data
 from lrsched_cli.models import build_model, resolve_model
-from lrsched_cli.planning import Plan, explain_step, momentum_of, plan_schedule, plateau_state
+from lrsched_cli.planning import (
+    Plan,
+    cycles_momentum,
+    explain_step,
+    momentum_of,
+    plan_schedule,
+    plateau_state,
+)
 from lrsched_cli.registry import (
     build_optimizer,
     build_scheduler,
@@ -101,10 +108,7 @@ class Experiment:
 
     @property
     def cycles_momentum(self) -> bool:
-        return momentum_of(self.optimizer) is not None and any(
-            block.name in ("OneCycleLR", "CyclicLR") and block.kwargs.get("cycle_momentum", True)
-            for block in [self.config.scheduler, *(self.config.scheduler.schedulers or [])]
-        )
+        return momentum_of(self.optimizer) is not None and cycles_momentum(self.config.scheduler)
 
 
 def derive_seed(seed: int, stream: str) -> int:
