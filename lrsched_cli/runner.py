@@ -415,6 +415,7 @@ def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor,
     report_every = max(1, total // 20)
     loss_sum = torch.zeros((), device=data.x_train.device)
     step_lrs = []
+    per_step = experiment.steps_scheduler_per_batch  # decided once, not on every batch
     model.train()
     for index in range(total):
         x = x_epoch[index * batch_size : (index + 1) * batch_size]
@@ -424,7 +425,7 @@ def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor,
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-        if experiment.steps_scheduler_per_batch:
+        if per_step:
             scheduler.step()  # always after optimizer.step()
         loss_sum += loss.detach() * len(x)
         if (index + 1) % report_every == 0:
