@@ -134,8 +134,7 @@ def run(
             from lrsched_cli.config import load_config  # pydantic: only for commands that load
 
             cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
-            _warn(_lint(cfg), strict, quiet or as_json)
-            result = _train(cfg, runs_dir, quiet or as_json)
+            result = _train(cfg, runs_dir, quiet or as_json, strict)
         history = store.read_run(result.path)
         _draw_plots(history, history.path)
         _render_result(history, as_json, quiet)
@@ -222,14 +221,17 @@ def plot(
             console.print(str(path))
 
 
-def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool):
-    """Run `cfg` under the runs directory, or resume the run in `directory` when cfg is None."""
+def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool, strict: bool = False):
+    """Run `cfg` under the runs directory, or resume the run in `directory` when cfg is None;
+    a new run's lint warnings are printed first (and stop it, with --strict)."""
     from lrsched_cli import runner  # torch is imported here, only by commands that train
 
     with _ProgressObserver(enabled=not quiet) as observer:
         if cfg is None:
             return runner.resume_experiment(directory, observer)
-        return runner.run_experiment(cfg, directory, observer)
+        return runner.run_experiment(
+            cfg, directory, observer, lint=lambda warnings: _warn(warnings, strict, quiet)
+        )
 
 
 @app.command()
@@ -253,13 +255,6 @@ def plan(
 
             console.print(str(plot_plan(planned, png)))
         _warn(planned.warnings, strict, quiet=False)
-
-
-def _lint(cfg: ExperimentConfig) -> list[str]:
-    from lrsched_cli import runner
-
-    # Every lint but the unclamped lambda's reads the config; 1,000 epochs bound the wait.
-    return runner.plan_experiment(cfg, horizon=1000).warnings
 
 
 def _warn(warnings: list[str], strict: bool, quiet: bool) -> None:

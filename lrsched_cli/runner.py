@@ -43,6 +43,9 @@ from lrsched_cli.registry import (
 # weights and batches for the same seed, and nothing one component draws shifts another.
 STREAMS = ("data", "split", "init", "batches", "dropout")
 EVAL_BATCH = 4096
+# Every lint but the unclamped lambda's reads the config: rehearsing the first 1,000 epochs
+# bounds the wait before training (torch's step() costs ~0.1 ms).
+LINT_HORIZON = 1000
 
 
 class RunFailed(RuntimeError):
@@ -86,7 +89,7 @@ class Experiment:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.dataset.x_train) / self.config.data.batch_size)
+        return count_steps(self.dataset, self.config.data.batch_size)
 
     @property
     def steps_scheduler_per_batch(self) -> bool:
@@ -144,12 +147,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def count_steps(dataset: Dataset, batch_size: int) -> int:
+    """Optimizer steps per epoch: the last batch may be short."""
+    return math.ceil(len(dataset.x_train) / batch_size)
+
+
 def resolve_experiment(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Dataset]:
     """Fill in every default (data and model options, interval, total_steps) and build the
     data, whose size sets the steps per epoch; raises ConfigError."""
     data_cfg = resolve_data(cfg.data)
     dataset = build_dataset(data_cfg, derive_seed(cfg.seed, "data"), derive_seed(cfg.seed, "split"))
-    steps_per_epoch = math.ceil(len(dataset.x_train) / data_cfg.batch_size)
+    steps_per_epoch = count_steps(dataset, data_cfg.batch_size)
     scheduler_cfg = resolve_scheduler(cfg.scheduler, cfg.epochs, steps_per_epoch, dataset.task)
     early = cfg.early_stopping
     if early and early.monitor == "val_accuracy" and dataset.task != CLASSIFICATION:
@@ -168,15 +176,14 @@ def plan_experiment(cfg: ExperimentConfig, horizon: int | None = None) -> Plan:
 
     With `horizon`, only the first epochs are rehearsed (torch's step() costs ~0.1 ms)."""
     resolved, dataset = resolve_experiment(cfg)
-    steps_per_epoch = math.ceil(len(dataset.x_train) / resolved.data.batch_size)
-    return plan_schedule(resolved, steps_per_epoch, horizon)
+    return plan_schedule(resolved, count_steps(dataset, resolved.data.batch_size), horizon)
 
 
 def prepare(cfg: ExperimentConfig) -> Experiment:
     """Resolve the config and build data, model, optimizer and scheduler; raises ConfigError."""
     device = resolve_device(cfg.device)
     resolved, dataset = resolve_experiment(cfg)
-    steps_per_epoch = math.ceil(len(dataset.x_train) / resolved.data.batch_size)
+    steps_per_epoch = count_steps(dataset, resolved.data.batch_size)
     model_cfg, scheduler_cfg = resolved.model, resolved.scheduler
     with torch.random.fork_rng(devices=[]):  # weights from their own stream, global RNG untouched
         torch.manual_seed(derive_seed(cfg.seed, "init"))
@@ -204,14 +211,19 @@ def run_experiment(
     runs_dir: Path,
     observer: RunObserver | None = None,
     label: str | None = None,
+    lint: Callable[[list[str]], None] | None = None,
 ) -> RunResult:
     """Train `cfg` and write its run directory under `runs_dir`, named after `label` or the
-    config's name.
+    config's name. `lint` gets the schedule's warnings before the directory exists, and may
+    raise to stop the run there.
 
     Example:
         >>> result = run_experiment(load_config(Path("configs/quickstart.yaml")), Path("runs"))
     """
     experiment = prepare(cfg)
+    if lint is not None:
+        plan = plan_schedule(experiment.config, experiment.steps_per_epoch, LINT_HORIZON)
+        lint(plan.warnings)
     path = store.create_run_dir(runs_dir, label or cfg.name)
     writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
     return _execute(experiment, path, writer, [], _start_summary(experiment), observer, (0, 0))
