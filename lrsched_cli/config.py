@@ -17,6 +17,7 @@ from lrsched_cli.errors import ConfigError
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 # Bounds that keep a typo (hidden: [10000000]) from exhausting memory on a toy-model tool.
 MAX_SAMPLES, MAX_SIZE, MAX_LAYERS, MAX_EPOCHS = 10_000_000, 65_536, 64, 1_000_000
+MAX_THREADS = 1024
 FLOAT32_MAX = 3.4e38  # models train in float32: a larger lr overflows inside optimizer.step()
 
 
@@ -117,6 +118,10 @@ class ExperimentConfig(_Closed):
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto|cpu|cuda|cuda:N|mps")
     epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
+    threads: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_THREADS)] = Field(
+        "auto",
+        description="torch CPU threads; auto: one per ~4 MFLOP of a batch's forward pass",
+    )
     checkpoint_every: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
         "auto",
         description="epochs between checkpoints; 0: none; auto: as often as costs at most ~5%",

@@ -96,6 +96,13 @@ def render_plan(plan) -> Group:
     return Group(*parts)
 
 
+def _threads_note(summary: dict) -> str:
+    threads = summary.get("threads")
+    if threads is None or summary.get("device") != "cpu":
+        return ""
+    return f" ({threads} thread{'s' if threads != 1 else ''})"
+
+
 def render_summary(history: RunHistory) -> Text:
     """One closing paragraph: status, best and final val loss, time, and where the run is."""
     summary = history.summary
@@ -106,7 +113,7 @@ def render_summary(history: RunHistory) -> Text:
     text.append(
         f": {summary.get('epochs_done', len(history.epochs))}/"
         f"{summary.get('epochs_planned', '?')} epochs, {seconds:.1f} s of training "
-        f"on {summary.get('device', '?')}"
+        f"on {summary.get('device', '?')}{_threads_note(summary)}"
     )
     if "best_val_loss" in summary:
         text.append(

@@ -46,6 +46,10 @@ EVAL_BATCH = 4096
 # Every lint but the unclamped lambda's reads the config: rehearsing the first 1,000 epochs
 # bounds the wait before training (torch's step() costs ~0.1 ms).
 LINT_HORIZON = 1000
+# Below about 4 MFLOP of forward pass per thread, waking another thread costs more than it
+# saves: on 2 cores, an MLP whose batch took 2.8 MFLOP ran 8% slower on two threads than on
+# one, and one of 10 MFLOP 13% faster (bench/threads.py).
+FLOPS_PER_THREAD = 4e6
 
 
 class RunFailed(RuntimeError):
@@ -85,6 +89,7 @@ class Experiment:
     scheduler: Any  # a torch scheduler, or None for a constant lr
     batch_generator: torch.Generator
     dropout_seed: int
+    threads: int  # torch CPU threads while training
     pending_event: str | None = None  # why the next epoch's lr differs: it goes on its row
 
     @property
@@ -203,7 +208,39 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
         scheduler,
         batch_generator,
         derive_seed(cfg.seed, "dropout"),
+        choose_threads(cfg.threads, model, dataset, device, resolved.data.batch_size),
     )
+
+
+def choose_threads(
+    threads: int | str, model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int
+) -> int:
+    """`auto`: one thread per FLOPS_PER_THREAD of a batch's forward pass (torch's own FLOP
+    count), at most as many as torch may use now (all cores, or a compare worker's share).
+    Off the CPU, the CPU threads do little and stay as they are."""
+    if threads != "auto":
+        return int(threads)
+    available = torch.get_num_threads()
+    if device.type != "cpu":
+        return available
+    flops = forward_flops(model, dataset.x_train[:batch_size])
+    return max(1, min(available, int(flops // FLOPS_PER_THREAD)))
+
+
+def forward_flops(model: nn.Module, batch: torch.Tensor) -> int:
+    """The FLOPs of one forward pass over `batch`, counted by torch, leaving the model's
+    state (batch-norm statistics, mode) and the random streams untouched."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            with FlopCounterMode(display=False) as counter:
+                model(batch)
+    finally:
+        model.train(training)
+    return counter.get_total_flops()
 
 
 def run_experiment(
@@ -274,7 +311,8 @@ def _execute(experiment, path, writer, records, summary, observer, start) -> Run
         observer.on_epoch(record)
 
     try:
-        status = train(experiment, keep_epoch, observer, start, list(records))
+        with _torch_threads(experiment.threads):
+            status = train(experiment, keep_epoch, observer, start, list(records))
         if status == "stopped_early":
             summary["stopped_early_at"] = records[-1]["epoch"]
             status = "completed"
@@ -498,6 +536,7 @@ def _start_summary(experiment: Experiment) -> dict[str, Any]:
         "epochs_planned": cfg.epochs,
         "seed": cfg.seed,
         "device": str(experiment.device),
+        "threads": experiment.threads,
         "torch_version": torch.__version__,
         "lrsched_version": __version__,
         "pid": os.getpid(),
@@ -531,6 +570,17 @@ def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> d
             summary["final_val_accuracy"] = records[-1]["val_accuracy"]
             summary["best_val_accuracy"] = max(r["val_accuracy"] for r in records)
     return summary
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's thread count is the process's: set it for the run, then put it back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _StopFlag:

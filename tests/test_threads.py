@@ -1,0 +1,101 @@
+"""torch's CPU thread count: chosen from the model's FLOPs, set for the run, then put back."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import tiny, write_config
+from lrsched_cli import runner
+from lrsched_cli.cli import app
+from lrsched_cli.config import validate
+
+WIDE = {
+    "data": {"name": "moons", "n_samples": 640, "batch_size": 256},
+    "model": {"name": "mlp", "hidden": [512, 512]},
+}
+
+
+@contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_forward_flops_is_two_per_multiply_add_of_each_linear_layer():
+    model = nn.Sequential(
+        nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)
+    )
+    assert runner.forward_flops(model, torch.zeros(32, 2)) == 2 * 32 * (2 * 64 + 64 * 64 + 64 * 3)
+
+
+class Noise(nn.Module):
+    """A user's module that draws random numbers in every forward pass, in any mode."""
+
+    def forward(self, x):
+        return x + torch.randn_like(x)
+
+
+def test_forward_flops_leaves_model_state_and_random_streams_alone():
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), Noise(), nn.Linear(8, 2))
+    model.train()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    batch = torch.randn(16, 4)
+    rng = torch.get_rng_state()
+    runner.forward_flops(model, batch)
+    assert model.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_auto_gives_a_toy_mlp_one_thread_however_many_are_free():
+    with torch_threads(8):
+        assert runner.prepare(validate(tiny())).threads == 1
+
+
+def test_auto_gives_a_wide_mlp_one_thread_per_share_of_its_flops_up_to_what_is_free():
+    cfg = validate(tiny(**WIDE))
+    with torch_threads(64):
+        experiment = runner.prepare(cfg)
+    flops = 2 * 256 * (2 * 512 + 512 * 512 + 512 * 2)
+    assert experiment.threads == int(flops // runner.FLOPS_PER_THREAD) == 33
+    with torch_threads(2):  # a compare worker's share of the cores caps it
+        assert runner.prepare(cfg).threads == 2
+
+
+def test_explicit_threads_are_used_as_given():
+    with torch_threads(1):
+        assert runner.prepare(validate(tiny(**WIDE, threads=3))).threads == 3
+
+
+@pytest.mark.parametrize("threads, expected", [("auto", 1), (3, 3)])
+def test_training_runs_on_the_chosen_threads_and_puts_the_count_back(threads, expected, tmp_path):
+    seen = []
+
+    class Observer(runner.RunObserver):
+        def on_epoch(self, record):
+            seen.append(torch.get_num_threads())
+
+    with torch_threads(2):
+        result = runner.run_experiment(validate(tiny(threads=threads)), tmp_path, Observer())
+        assert torch.get_num_threads() == 2
+    assert seen == [expected] * 4
+    assert result.summary["threads"] == expected
+
+
+@pytest.mark.parametrize("value", [0, "two", 1.5])
+def test_bad_threads_is_a_config_error(value, tmp_path):
+    from typer.testing import CliRunner
+
+    path = write_config(tmp_path, tiny(threads=value))
+    result = CliRunner().invoke(app, ["run", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "threads" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
