@@ -10,7 +10,6 @@ slicing. They run alternately in one process; the report gives per-epoch medians
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import subprocess
 import sys
@@ -19,10 +18,23 @@ import time
 from pathlib import Path
 
 import torch
+from hand_written import hand_written_epochs
 from torch import nn
 
 from lrsched_cli import runner, store
 from lrsched_cli.config import validate
+
+HAND = "hand_written.py"
+LAUNCHER = """import os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(process.pid, 0)
+process.returncode = os.waitstatus_to_exitcode(status)
+print(usage.ru_maxrss)
+sys.exit(process.returncode)
+"""
+QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
+# Building any torch.optim optimizer imports torch._dynamo (torch's own _disable_dynamo).
+BUILD_OPTIMIZER = "import torch; torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)"
 
 CONFIG = {
     "name": "overhead",
@@ -41,43 +53,6 @@ def lrsched_epochs(epochs: int, device: str) -> list[float]:
     with tempfile.TemporaryDirectory() as runs:
         result = runner.run_experiment(cfg, Path(runs))
         return [row["seconds"] for row in store.read_run(result.path).epochs]
-
-
-def hand_written_epochs(epochs: int, device: str) -> list[float]:
-    """The loop a careful engineer writes by hand: same model, data, optimizer and schedule."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(8000, 2, generator=generator).to(device)
-    y = (x[:, 0] * x[:, 1] > 0).long()
-    x_train, y_train, x_val, y_val = x[:6400], y[:6400], x[6400:], y[6400:]
-    model = nn.Sequential(
-        nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)
-    ).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
-    loss_fn = nn.CrossEntropyLoss()
-    seconds = []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator).to(device)
-        xs, ys = x_train[order], y_train[order]
-        total = torch.zeros((), device=device)
-        for i in range(math.ceil(len(xs) / 64)):
-            xb, yb = xs[i * 64 : (i + 1) * 64], ys[i * 64 : (i + 1) * 64]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(xb)
-        model.eval()
-        with torch.no_grad():
-            output = model(x_val)
-            val = loss_fn(output, y_val) * len(x_val)
-            correct = (output.argmax(1) == y_val).sum()
-        torch.stack([total, val, correct]).tolist()  # the one host sync per epoch
-        scheduler.step()
-        seconds.append(time.perf_counter() - started)
-    return seconds
 
 
 def lightning_epochs(epochs: int, device: str) -> list[float]:
@@ -188,6 +163,42 @@ def light_commands(repeats: int) -> None:
     print("compare --jobs 1 against --jobs 2: python bench/compare_speedup.py")
 
 
+def peak_megabytes(command: list[str]) -> float:
+    """The peak resident memory of a command's process (its maxrss), in MB. A small launcher
+    starts it, because a child's maxrss starts from that of the process it was forked from."""
+    launched = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True, check=True
+    )
+    return int(launched.stdout) / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def peak_memory(repeats: int) -> None:
+    """`lrsched run` on the quickstart config against `import torch` and a hand-written loop,
+    each in a process of its own."""
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as runs:
+        commands = {
+            "import torch": [python, "-c", "import torch"],
+            "import torch, build an SGD optimizer": [python, "-c", BUILD_OPTIMIZER],
+            "hand-written loop, 20 epochs": [python, str(Path(__file__).with_name(HAND))],
+            "lrsched run configs/quickstart.yaml": [
+                *[python, "-m", "lrsched_cli", "run", str(QUICKSTART)],
+                *["--runs-dir", runs, "--quiet"],
+            ],
+        }
+        peaks = {
+            name: statistics.median(peak_megabytes(command) for _ in range(repeats))
+            for name, command in commands.items()
+        }
+    torch_alone, loop = peaks["import torch"], peaks["hand-written loop, 20 epochs"]
+    print(f"peak memory, each in a process of its own (median of {repeats}):")
+    for name, megabytes in peaks.items():
+        print(
+            f"{name:>38} {megabytes:6.0f} MB  {megabytes / torch_alone:.2f}x import torch, "
+            f"{megabytes / loop:.2f}x the hand-written loop"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -224,7 +235,8 @@ def main() -> None:
         "whole run: lrsched includes building from the config, the run directory and its "
         "per-epoch writes"
     )
-    light_commands(max(3, args.repeats))
+    light_commands(args.repeats)
+    peak_memory(max(1, args.repeats // 2))
     try:
         import lightning  # noqa: F401
     except ImportError:

@@ -16,6 +16,12 @@ def run_bench(script: str, *args: str) -> str:
 def test_overhead_bench_reports_a_ratio():
     output = run_bench("overhead.py", "--repeats", "1", "--epochs", "2")
     assert "lrsched / hand-written" in output and "per epoch" in output
+    assert "lrsched run configs/quickstart.yaml" in output and "x import torch" in output
+
+
+def test_threads_bench_reports_autos_choice_for_each_model():
+    output = run_bench("threads.py", "--repeats", "1", "--epochs", "2")
+    assert output.count("(auto: ") == 3
 
 
 def test_checkpoint_bench_reports_each_policy():
