@@ -193,6 +193,7 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
     with torch.random.fork_rng(devices=[]):  # weights from their own stream, global RNG untouched
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_model(model_cfg, dataset.input_shape, dataset.n_outputs)
+    flops = rehearse_model(model, dataset.x_train[: resolved.data.batch_size], model_cfg.name)
     model.to(device)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     interval_steps = steps_per_epoch if scheduler_cfg.interval == "step" else 1
@@ -208,28 +209,38 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
         scheduler,
         batch_generator,
         derive_seed(cfg.seed, "dropout"),
-        choose_threads(cfg.threads, model, dataset, device, resolved.data.batch_size),
+        choose_threads(cfg.threads, flops, device),
     )
 
 
-def choose_threads(
-    threads: int | str, model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int
-) -> int:
-    """`auto`: one thread per FLOPS_PER_THREAD of a batch's forward pass (torch's own FLOP
-    count), at most as many as torch may use now (all cores, or a compare worker's share).
-    Off the CPU, the CPU threads do little and stay as they are."""
+def rehearse_model(model: nn.Module, batch: torch.Tensor, name: str) -> int:
+    """One forward pass over a real batch before any file is written, so that a model that
+    does not fit the data is a config error; returns the pass's FLOPs."""
+    try:
+        return forward_flops(model, batch)
+    except Exception as exc:  # a user's factory can fail in any way
+        raise ConfigError(
+            f"model.name: {name!r} fails on a batch of shape {list(batch.shape)}: "
+            f"{type(exc).__name__}: {exc}",
+            "model.name",
+        ) from exc
+
+
+def choose_threads(threads: int | str, flops: int, device: torch.device) -> int:
+    """`auto`: one thread per FLOPS_PER_THREAD of a batch's forward pass, at most as many as
+    torch may use now (all cores, or a compare worker's share). Off the CPU, the CPU threads
+    do little and stay as they are."""
     if threads != "auto":
         return int(threads)
     available = torch.get_num_threads()
     if device.type != "cpu":
         return available
-    flops = forward_flops(model, dataset.x_train[:batch_size])
     return max(1, min(available, int(flops // FLOPS_PER_THREAD)))
 
 
 def forward_flops(model: nn.Module, batch: torch.Tensor) -> int:
-    """The FLOPs of one forward pass over `batch`, counted by torch, leaving the model's
-    state (batch-norm statistics, mode) and the random streams untouched."""
+    """The FLOPs of one forward pass over `batch`, counted by torch's FlopCounterMode,
+    leaving the model's state (batch-norm statistics, mode) and the random streams untouched."""
     from torch.utils.flop_counter import FlopCounterMode
 
     training = model.training

@@ -99,3 +99,19 @@ def test_bad_threads_is_a_config_error(value, tmp_path):
     assert result.exit_code == 2
     assert "threads" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def five_features(input_shape, n_outputs):
+    """A user's factory that ignores the data's shape."""
+    return nn.Linear(5, n_outputs)
+
+
+def test_a_model_that_does_not_fit_the_data_fails_before_any_file_is_written(tmp_path):
+    from typer.testing import CliRunner
+
+    path = write_config(tmp_path, tiny(model={"name": "test_threads:five_features"}))
+    result = CliRunner().invoke(app, ["run", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "line 9: model.name: 'test_threads:five_features' fails on a batch" in result.output
+    assert "mat1 and mat2 shapes cannot be multiplied" in result.output
+    assert not (tmp_path / "runs").exists()
