@@ -322,7 +322,7 @@ def _execute(experiment, path, writer, records, summary, observer, start) -> Run
         observer.on_epoch(record)
 
     try:
-        with _torch_threads(experiment.threads):
+        with torch_threads(experiment.threads):
             status = train(experiment, keep_epoch, observer, start, list(records))
         if status == "stopped_early":
             summary["stopped_early_at"] = records[-1]["epoch"]
@@ -584,7 +584,7 @@ def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> d
 
 
 @contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
+def torch_threads(threads: int) -> Iterator[None]:
     """torch's thread count is the process's: set it for the run, then put it back."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

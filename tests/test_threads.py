@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 import torch
 from torch import nn
@@ -12,21 +10,12 @@ from conftest import tiny, write_config
 from lrsched_cli import runner
 from lrsched_cli.cli import app
 from lrsched_cli.config import validate
+from lrsched_cli.runner import torch_threads
 
 WIDE = {
     "data": {"name": "moons", "n_samples": 640, "batch_size": 256},
     "model": {"name": "mlp", "hidden": [512, 512]},
 }
-
-
-@contextmanager
-def torch_threads(count: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_forward_flops_is_two_per_multiply_add_of_each_linear_layer():
