@@ -148,9 +148,8 @@ def execute(
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     with pool(workers, run_plots) as executor:
-        checked = executor.submit(validate_configs, configs)
-        _import_what_gathering_needs()  # on a core that is idle while workers import torch
-        checked.result()  # re-raises a ConfigError here
+        _import_what_gathering_needs()  # on the core left idle while the workers import torch
+        executor.submit(validate_configs, configs).result()  # re-raises a ConfigError here
         futures = {
             executor.submit(_run_job, job, runs_dir, threads, run_plots): job for job in jobs
         }
@@ -259,9 +258,12 @@ def _worker_pool(workers: int, run_plots: bool) -> Iterator[ProcessPoolExecutor]
     """A process pool whose workers fork from a forkserver with torch preloaded: forking a
     process whose torch threads run can deadlock, and spawning pays torch's import per worker."""
     import multiprocessing
+    from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WORKER_PRELOAD + (["matplotlib.figure"] if run_plots else []))
+    # Start the forkserver's imports now: the first submit would wait for them to finish.
+    forkserver.ensure_running()
     pool = ProcessPoolExecutor(workers, mp_context=context)
     try:
         yield pool

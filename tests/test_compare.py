@@ -326,3 +326,19 @@ def test_metric_alias_val_loss(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "ranked by final_val_loss" in result.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_worker_pool_is_importing_torch_before_the_first_job_is_submitted():
+    """The forkserver imports torch while the command imports scipy and matplotlib; a first
+    submit would otherwise block until the forkserver were ready, and nothing would overlap."""
+    code = (
+        "import os, pathlib\nfrom lrsched_cli import compare\n"
+        "with compare._worker_pool(2, False):\n"
+        "    children = [p for p in pathlib.Path('/proc').iterdir() if p.name.isdigit()\n"
+        "        and (p / 'stat').exists()\n"
+        "        and (p / 'stat').read_text().rsplit(')', 1)[1].split()[1] == str(os.getpid())]\n"
+        "    command_lines = [(p / 'cmdline').read_bytes() for p in children]\n"
+        "    assert any(b'forkserver' in line for line in command_lines), command_lines\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
