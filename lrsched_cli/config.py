@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from lrsched_cli.errors import ConfigError
 
@@ -91,6 +99,23 @@ class OptimizerConfig(_Open):
     lr: float = Field(gt=0, lt=FLOAT32_MAX, description="the initial learning rate")
 
 
+def AutoOr(least: int, most: int | None = None) -> Any:  # noqa: N802 (used as a type)
+    """`auto` or an int in [least, most], reported as one error rather than one per member."""
+    bounds = f"from {least} to {most}" if most is not None else f">= {least}"
+
+    def one_error(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError(
+                "auto_or_int", f"input should be 'auto' or an integer {bounds}"
+            ) from None
+
+    return Annotated[
+        Literal["auto"] | Annotated[int, Field(ge=least, le=most)], WrapValidator(one_error)
+    ]
+
+
 class WarmupConfig(_Closed):
     epochs: int | None = Field(None, gt=0, description="warm up over this many epochs")
     steps: int | None = Field(None, gt=0, description="or this many optimizer steps")
@@ -118,11 +143,11 @@ class ExperimentConfig(_Closed):
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto|cpu|cuda|cuda:N|mps")
     epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
-    threads: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_THREADS)] = Field(
+    threads: AutoOr(1, MAX_THREADS) = Field(
         "auto",
         description="torch CPU threads; auto: one per ~4 MFLOP of a batch's forward pass",
     )
-    checkpoint_every: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
+    checkpoint_every: AutoOr(0) = Field(
         "auto",
         description="epochs between checkpoints; 0: none; auto: as often as costs at most ~5%",
     )
