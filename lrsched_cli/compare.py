@@ -148,7 +148,7 @@ def execute(
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     with pool(workers, run_plots) as executor:
-        _import_what_gathering_needs()  # on the core left idle while the workers import torch
+        _import_what_gathering_needs()  # on the core left idle while the forkserver imports torch
         executor.submit(validate_configs, configs).result()  # re-raises a ConfigError here
         futures = {
             executor.submit(_run_job, job, runs_dir, threads, run_plots): job for job in jobs
@@ -262,7 +262,8 @@ def _worker_pool(workers: int, run_plots: bool) -> Iterator[ProcessPoolExecutor]
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WORKER_PRELOAD + (["matplotlib.figure"] if run_plots else []))
-    # Start the forkserver's imports now: the first submit would wait for them to finish.
+    # Start the forkserver's imports now: the first submit would wait for them to finish. The
+    # forkserver then serves this process's later pools too, with this first preload list.
     forkserver.ensure_running()
     pool = ProcessPoolExecutor(workers, mp_context=context)
     try:

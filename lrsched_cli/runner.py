@@ -46,9 +46,9 @@ EVAL_BATCH = 4096
 # Every lint but the unclamped lambda's reads the config: rehearsing the first 1,000 epochs
 # bounds the wait before training (torch's step() costs ~0.1 ms).
 LINT_HORIZON = 1000
-# Below about 4 MFLOP of forward pass per thread, waking another thread costs more than it
-# saves: on 2 cores, an MLP whose batch took 2.8 MFLOP ran 8% slower on two threads than on
-# one, and one of 10 MFLOP 13% faster (bench/threads.py).
+# A second thread pays for waking it once a batch's forward pass takes about 4 MFLOP: in
+# bench/threads.py's sweep on 2 cores, 2 threads were slower than 1 below ~3 MFLOP and faster
+# from ~3.5 MFLOP on. `auto` adds one thread per 4 MFLOP.
 FLOPS_PER_THREAD = 4e6
 
 
@@ -193,7 +193,8 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
     with torch.random.fork_rng(devices=[]):  # weights from their own stream, global RNG untouched
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_model(model_cfg, dataset.input_shape, dataset.n_outputs)
-    flops = rehearse_model(model, dataset.x_train[: resolved.data.batch_size], model_cfg.name)
+        # In this stream too: lazy modules create their weights on the first forward pass.
+        flops = rehearse_model(model, dataset.x_train[: resolved.data.batch_size], model_cfg.name)
     model.to(device)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     interval_steps = steps_per_epoch if scheduler_cfg.interval == "step" else 1
@@ -214,8 +215,8 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
 
 
 def rehearse_model(model: nn.Module, batch: torch.Tensor, name: str) -> int:
-    """One forward pass over a real batch before any file is written, so that a model that
-    does not fit the data is a config error; returns the pass's FLOPs."""
+    """One forward pass over a real batch on the CPU, where the model was built, before any
+    file is written: a model that does not fit the data is a config error. Returns its FLOPs."""
     try:
         return forward_flops(model, batch)
     except Exception as exc:  # a user's factory can fail in any way
@@ -227,15 +228,15 @@ def rehearse_model(model: nn.Module, batch: torch.Tensor, name: str) -> int:
 
 
 def choose_threads(threads: int | str, flops: int, device: torch.device) -> int:
-    """`auto`: one thread per FLOPS_PER_THREAD of a batch's forward pass, at most as many as
-    torch may use now (all cores, or a compare worker's share). Off the CPU, the CPU threads
-    do little and stay as they are."""
+    """`auto`: one thread, and one more per FLOPS_PER_THREAD of a batch's forward pass, at most
+    as many as torch may use now (all cores, or a compare worker's share). Off the CPU, the CPU
+    threads do little and stay as they are."""
     if threads != "auto":
         return int(threads)
     available = torch.get_num_threads()
     if device.type != "cpu":
         return available
-    return max(1, min(available, int(flops // FLOPS_PER_THREAD)))
+    return min(available, 1 + int(flops // FLOPS_PER_THREAD))
 
 
 def forward_flops(model: nn.Module, batch: torch.Tensor) -> int:
@@ -286,6 +287,8 @@ def resume_experiment(run_dir: Path, observer: RunObserver | None = None) -> Run
         raise ConfigError(f"--resume {run_dir}: cannot resume: {reason}")
     cfg = load_config(run_dir / store.CONFIG_FILE)
     experiment = prepare(cfg)
+    # The thread count it started with: another count can round matrix products differently.
+    experiment.threads = history.summary.get("threads", experiment.threads)
     done = load_checkpoint(experiment, run_dir)
     writer = store.RunWriter(run_dir, {}, experiment.metric_columns, resume_at=done)
     earlier = {k: v for k, v in history.summary.items() if k not in ("error", "stopped_early_at")}

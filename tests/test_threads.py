@@ -54,9 +54,18 @@ def test_auto_gives_a_wide_mlp_one_thread_per_share_of_its_flops_up_to_what_is_f
     with torch_threads(64):
         experiment = runner.prepare(cfg)
     flops = 2 * 256 * (2 * 512 + 512 * 512 + 512 * 2)
-    assert experiment.threads == int(flops // runner.FLOPS_PER_THREAD) == 33
+    assert experiment.threads == 1 + int(flops // runner.FLOPS_PER_THREAD) == 34
     with torch_threads(2):  # a compare worker's share of the cores caps it
         assert runner.prepare(cfg).threads == 2
+
+
+@pytest.mark.parametrize(
+    "flops, device, expected",
+    [(3.9e6, "cpu", 1), (4e6, "cpu", 2), (8e6, "cpu", 3), (1e12, "cpu", 8), (1e12, "cuda", 8)],
+)
+def test_auto_adds_a_thread_per_share_of_flops_on_the_cpu(flops, device, expected):
+    with torch_threads(8):
+        assert runner.choose_threads("auto", flops, torch.device(device)) == expected
 
 
 def test_explicit_threads_are_used_as_given():
@@ -105,6 +114,48 @@ def test_a_model_that_does_not_fit_the_data_fails_before_any_file_is_written(tmp
     path = write_config(tmp_path, tiny(model={"name": "test_threads:five_features"}))
     result = CliRunner().invoke(app, ["run", str(path), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2
-    assert "line 9: model.name: 'test_threads:five_features' fails on a batch" in result.output
+    line = path.read_text().splitlines().index("  name: test_threads:five_features") + 1
+    assert (
+        f"line {line}: model.name: 'test_threads:five_features' fails on a batch" in result.output
+    )
     assert "mat1 and mat2 shapes cannot be multiplied" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def lazy_mlp(input_shape, n_outputs):
+    """A user's factory whose first layer learns its input size on the first forward pass."""
+    return nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.Linear(16, n_outputs))
+
+
+def test_lazy_weights_come_from_the_seeds_init_stream_before_the_optimizer_sees_them():
+    cfg = validate(tiny(model={"name": "test_threads:lazy_mlp"}))
+    torch.manual_seed(1)
+    first = runner.prepare(cfg)
+    torch.manual_seed(2)  # whatever the global stream holds
+    rng = torch.get_rng_state()
+    second = runner.prepare(cfg)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(first.model[0].weight, second.model[0].weight)
+    assert first.model[0].weight.shape == (16, 2)
+    assert first.optimizer.param_groups[0]["params"][0] is first.model[0].weight
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(tmp_path):
+    class InterruptAfterEpochOne(runner.RunObserver):
+        def on_epoch(self, record):
+            raise KeyboardInterrupt
+
+    class Threads(runner.RunObserver):
+        seen: list[int] = []
+
+        def on_epoch(self, record):
+            self.seen.append(torch.get_num_threads())
+
+    cfg = validate(tiny(**WIDE, epochs=2, checkpoint_every=1))
+    with torch_threads(2):
+        result = runner.run_experiment(cfg, tmp_path, InterruptAfterEpochOne())
+    assert result.status == "interrupted" and result.summary["threads"] == 2
+    with torch_threads(8):
+        resumed = runner.resume_experiment(result.path, Threads())
+    assert resumed.status == "completed"
+    assert Threads.seen == [2] and resumed.summary["threads"] == 2
