@@ -35,6 +35,11 @@ sys.exit(process.returncode)
 QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 # Building any torch.optim optimizer imports torch._dynamo (torch's own _disable_dynamo).
 BUILD_OPTIMIZER = "import torch; torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)"
+# What `lrsched run` imports, matplotlib for its PNGs included, without training or drawing.
+LRSCHED_IMPORTS = (
+    "import lrsched_cli.cli, lrsched_cli.runner, lrsched_cli.plots, matplotlib.figure; "
+    + BUILD_OPTIMIZER
+)
 
 CONFIG = {
     "name": "overhead",
@@ -181,6 +186,7 @@ def peak_memory(repeats: int) -> None:
             "import torch": [python, "-c", "import torch"],
             "import torch, build an SGD optimizer": [python, "-c", BUILD_OPTIMIZER],
             "hand-written loop, 20 epochs": [python, str(Path(__file__).with_name(HAND))],
+            "lrsched's imports, then build an SGD optimizer": [python, "-c", LRSCHED_IMPORTS],
             "lrsched run configs/quickstart.yaml": [
                 *[python, "-m", "lrsched_cli", "run", str(QUICKSTART)],
                 *["--runs-dir", runs, "--quiet"],
@@ -194,7 +200,7 @@ def peak_memory(repeats: int) -> None:
     print(f"peak memory, each in a process of its own (median of {repeats}):")
     for name, megabytes in peaks.items():
         print(
-            f"{name:>38} {megabytes:6.0f} MB  {megabytes / torch_alone:.2f}x import torch, "
+            f"{name:>46} {megabytes:6.0f} MB  {megabytes / torch_alone:.2f}x import torch, "
             f"{megabytes / loop:.2f}x the hand-written loop"
         )
 

@@ -5,17 +5,23 @@
 Three MLPs on 8,000 moons samples, from a toy one whose batch costs well under a MFLOP to one
 that costs hundreds. Every setting runs in turn, in one process; the report gives per-epoch
 medians (the first epoch of each run left out) and auto's time against the fastest setting.
+Then a sweep of MLP widths and batch sizes times single optimizer steps on one thread and on
+all of them: where the ratio falls below 1 is where `auto`'s FLOPS_PER_THREAD comes from.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from lrsched_cli import runner, store
 from lrsched_cli.config import validate
@@ -49,10 +55,47 @@ def epoch_seconds(cfg, runs: Path) -> tuple[list[float], int]:
     return seconds[1:], result.summary["threads"]
 
 
+def step_seconds(model: nn.Module, batch: torch.Tensor, threads: int, steps: int) -> float:
+    """The best mean time of one optimizer step (forward, backward, SGD) on `threads` threads."""
+    torch.set_num_threads(threads)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    target = torch.zeros(len(batch), dtype=torch.long)
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(batch), target).backward()
+            optimizer.step()
+        best = min(best, (time.perf_counter() - started) / steps)
+    return best
+
+
+def sweep(cores: int, steps: int) -> None:
+    """Where a second thread starts to pay: step times of MLPs 2-w-w-2 on 1 and on all threads,
+    against the FLOPs of a batch's forward pass, the quantity `threads: auto` reads."""
+    print(f"\nsweep: {steps} steps, best of 3; FLOPs of one forward pass, as `auto` counts them")
+    print(f"{'MLP, batch':>24} {'MFLOP':>8} {'1 thr':>9} {f'{cores} thr':>9} {'ratio':>6}")
+    for width, batch_size in itertools.product((64, 128, 192, 256, 512), (64, 256)):
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Linear(2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 2)
+        )
+        batch = torch.randn(batch_size, 2)
+        flops = runner.forward_flops(model, batch)
+        one, many = (step_seconds(model, batch, threads, steps) for threads in (1, cores))
+        print(
+            f"{f'2-{width}-{width}-2, {batch_size}':>24} {flops / 1e6:8.2f} "
+            f"{one * 1e6:7.0f}us {many * 1e6:7.0f}us {many / one:6.2f}"
+        )
+    torch.set_num_threads(cores)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=200, help="steps per timing in the sweep")
     args = parser.parse_args()
     cores = torch.get_num_threads()
     settings: list[int | str] = sorted({1, cores}) + ["auto"]
@@ -75,6 +118,8 @@ def main() -> None:
             best = min(medians[setting] for setting in settings if setting != "auto")
             cells = " ".join(f"{medians[setting] * 1000:8.1f}ms" for setting in settings)
             print(f"{name:>28} {cells}  {medians['auto'] / best:.2f} (auto: {chosen} thr)")
+    if cores > 1:
+        sweep(cores, args.steps)
 
 
 if __name__ == "__main__":

@@ -46,9 +46,9 @@ EVAL_BATCH = 4096
 # Every lint but the unclamped lambda's reads the config: rehearsing the first 1,000 epochs
 # bounds the wait before training (torch's step() costs ~0.1 ms).
 LINT_HORIZON = 1000
-# A second thread pays for waking it once a batch's forward pass takes about 4 MFLOP: in
-# bench/threads.py's sweep on 2 cores, 2 threads were slower than 1 below ~3 MFLOP and faster
-# from ~3.5 MFLOP on. `auto` adds one thread per 4 MFLOP.
+# Whether another thread pays for waking it depends on a batch's forward-pass FLOPs: in
+# bench/threads.py's sweep on 2 cores, 2 threads were 4% slower than 1 at 0.6 MFLOP, even
+# from 2 to 5 MFLOP, and 11-29% faster from 8.5 MFLOP on. `auto` adds one per 4 MFLOP.
 FLOPS_PER_THREAD = 4e6
 
 
