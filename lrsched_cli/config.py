@@ -145,7 +145,7 @@ class ExperimentConfig(_Closed):
     epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
     threads: AutoOr(1, MAX_THREADS) = Field(
         "auto",
-        description="torch CPU threads; auto: one per ~4 MFLOP of a batch's forward pass",
+        description="torch CPU threads; auto: 1, and 1 more per 4 MFLOP of a batch's forward pass",
     )
     checkpoint_every: AutoOr(0) = Field(
         "auto",
