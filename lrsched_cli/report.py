@@ -218,16 +218,18 @@ COMPARISON_COLUMNS = {  # metric -> header, the columns shown beside the ranking
 
 def render_pairwise(rows: list[dict[str, Any]]) -> Table:
     """Each pair: paired seeds, wins, and the paired tests' p-values."""
-    table = Table(title="pairwise, on paired seeds", title_justify="left")
-    for header in ("A", "B", "seeds", "A wins", "B wins", "mean A-B", "Wilcoxon p", "t-test p"):
-        table.add_column(header, justify="left" if header in ("A", "B") else "right")
+    table = Table(title="pairwise, on paired seeds; wins: A-B", title_justify="left")
+    for header in ("A", "B", "seeds", "wins", "mean A-B", "Wilcoxon p", "t-test p"):
+        if header in ("A", "B"):  # names wrap in a narrow terminal; numbers are never cut
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
             row["a"],
             row["b"],
             str(row["paired_seeds"]),
-            str(row["a_wins"]),
-            str(row["b_wins"]),
+            f"{row['a_wins']}-{row['b_wins']}",
             format_number(row["mean_difference"]),
             _p_value(row["wilcoxon_p"]),
             _p_value(row["ttest_p"]),

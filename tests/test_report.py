@@ -44,8 +44,8 @@ def history(n: int, lr=lambda e: 0.1 * 0.5 ** (e // 10), interval="epoch") -> Ru
     return RunHistory(Path("runs/demo"), config, epochs, steps, summary)
 
 
-def render(renderable) -> str:
-    console = Console(file=io.StringIO(), width=100, color_system=None)
+def render(renderable, width: int = 100) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
     console.print(renderable)
     return console.file.getvalue()
 
@@ -92,3 +92,19 @@ def test_plots_write_pngs_with_a_log_axis_when_lr_spans_decades(tmp_path):
     assert axes.get_yscale() == "log"
     plots._log_scale_if_wide(axes := plots._figure("flat")[1], [0.1, 0.05])
     assert axes.get_yscale() == "linear"
+
+
+def test_pairwise_numbers_are_never_cut_in_an_80_column_terminal():
+    row = {
+        "a": "cosine-annealing-warm-restarts",
+        "b": "exponential",
+        "paired_seeds": 10,
+        "a_wins": 7,
+        "b_wins": 3,
+        "mean_difference": -0.001234567,
+        "wilcoxon_p": 0.0419921875,
+        "ttest_p": 0.000123456,
+    }
+    output = render(report.render_pairwise([row]), width=80)
+    assert "…" not in output
+    assert all(cell in output for cell in ("7-3", "-0.001235", "0.042", "0.000123"))
