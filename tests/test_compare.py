@@ -28,6 +28,11 @@ def write_pair(directory: Path, *extra: dict) -> list[str]:
     return [str(write_config(directory, c, f"{c['name']}.yaml")) for c in configs]
 
 
+def run_compare(runs_dir: Path, *arguments: str):
+    """`lrsched compare ARGUMENTS... --runs-dir RUNS_DIR`, in this process."""
+    return cli.invoke(app, ["compare", *arguments, "--runs-dir", str(runs_dir)])
+
+
 def test_paired_seeds_share_weights_split_and_batches_across_configs():
     jobs = compare.plan_jobs([validate(STEP), validate(COSINE)], [0, 1])
     assert [(j.config.name, j.config.seed) for j in jobs] == [
@@ -94,19 +99,7 @@ def test_failed_and_diverged_runs_are_counted_not_averaged():
 
 def test_compare_cli_writes_the_comparison(tmp_path):
     paths = write_pair(tmp_path)
-    result = cli.invoke(
-        app,
-        [
-            "compare",
-            *paths,
-            "--seed-list",
-            "0,1",
-            "--jobs",
-            "1",
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
-    )
+    result = run_compare(tmp_path / "runs", *paths, "--seed-list", "0,1", "--jobs", "1")
     assert result.exit_code == 0, result.output
     (out,) = (tmp_path / "runs").glob("*-compare")
     for name in (
@@ -239,7 +232,7 @@ def test_bad_sweep_is_a_config_error(tmp_path):
 )
 def test_bad_inputs_are_usage_errors(arguments, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = cli.invoke(app, ["compare", *arguments, "--runs-dir", str(tmp_path / "runs")])
+    result = run_compare(tmp_path / "runs", *arguments)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
 
@@ -247,22 +240,9 @@ def test_bad_inputs_are_usage_errors(arguments, message, tmp_path, monkeypatch):
 def test_different_datasets_need_force(tmp_path):
     other = tiny(name="circles", epochs=2, data={"name": "circles", "n_samples": 80})
     paths = write_pair(tmp_path, other)
-    result = cli.invoke(app, ["compare", *paths, "--runs-dir", str(tmp_path / "runs")])
+    result = run_compare(tmp_path / "runs", *paths)
     assert result.exit_code == 2 and "comparison across datasets is meaningless" in result.stderr
-    result = cli.invoke(
-        app,
-        [
-            "compare",
-            *paths,
-            "--force",
-            "--seeds",
-            "1",
-            "--jobs",
-            "1",
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
-    )
+    result = run_compare(tmp_path / "runs", *paths, "--force", "--seeds", "1", "--jobs", "1")
     assert result.exit_code == 0, result.output
     assert "warning: circles uses other data" in result.stderr
 
@@ -298,31 +278,18 @@ def test_the_executor_is_a_seam(tmp_path):
 
     import torch
 
+    from lrsched_cli.runner import torch_threads
+
     jobs = compare.plan_jobs([validate(STEP), validate(COSINE)], [0])
-    before = torch.get_num_threads()
-    try:
+    with torch_threads(torch.get_num_threads()):  # the jobs set this process's threads
         results = compare.execute(jobs, tmp_path, 2, pool=threads)
-    finally:
-        torch.set_num_threads(before)  # the jobs set this process's threads: put them back
     assert used == [2] and sorted(r.status for r in results) == ["completed", "completed"]
 
 
 def test_metric_alias_val_loss(tmp_path):
     paths = write_pair(tmp_path)
-    result = cli.invoke(
-        app,
-        [
-            "compare",
-            *paths,
-            "--seeds",
-            "1",
-            "--jobs",
-            "1",
-            "--metric",
-            "val_loss",
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
+    result = run_compare(
+        tmp_path / "runs", *paths, "--seeds", "1", "--jobs", "1", "--metric", "val_loss"
     )
     assert result.exit_code == 0, result.output
     assert "ranked by final_val_loss" in result.stdout
