@@ -227,12 +227,12 @@ def rehearse_model(model: nn.Module, batch: torch.Tensor, name: str) -> int:
         ) from exc
 
 
-def choose_threads(threads: int | str, flops: int, device: torch.device) -> int:
+def choose_threads(threads: int | str, flops: float, device: torch.device) -> int:
     """`auto`: one thread, and one more per FLOPS_PER_THREAD of a batch's forward pass, at most
     as many as torch may use now (all cores, or a compare worker's share). Off the CPU, the CPU
     threads do little and stay as they are."""
     if threads != "auto":
-        return int(threads)
+        return threads
     available = torch.get_num_threads()
     if device.type != "cpu":
         return available
