@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+import typer.core
 
 from lrsched_cli import __version__
 from lrsched_cli.errors import ConfigError, RunNotFound
@@ -23,6 +25,30 @@ if TYPE_CHECKING:
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_FAILED = 2, 3, 130, 1
 STATUS_EXIT_CODES = {"completed": 0, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}
+
+class _PlainHelp(typer.core.TyperCommand):
+    """Help in the words a user reads: `RUN...` rather than `{run_dirs}... <list[Path]>`, and
+    the whole first sentence of each command's help in the command list, wrapped, never cut."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = lambda ctx: None  # the metavar says it
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperArgument):
+                name = param.metavar or param.name.upper()
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces += param.get_usage_pieces(ctx)
+        return pieces
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return (self.help or "").split("\n\n")[0].replace("\n", " ").strip()
+
 
 app = typer.Typer(
     name="lrsched",
@@ -65,9 +91,13 @@ def _styled(*parts) -> Any:
 
 
 RunsDir = Annotated[
-    Path, typer.Option("--runs-dir", help="Where run directories are created.", file_okay=False)
+    Path,
+    typer.Option(
+        "--runs-dir", help="Where run directories are created.", file_okay=False, metavar="DIR"
+    ),
 ]
 Kind = Literal["schedulers", "optimizers", "models", "datasets"]
+LrScale = Literal["auto", "linear", "log"]
 METRIC_ALIASES = {"val_loss": "final_val_loss", "val_accuracy": "final_val_accuracy"}
 Metric = Literal[
     "val_loss",
@@ -82,7 +112,11 @@ Metric = Literal[
 ]
 Overrides = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config value: key.path=value (repeatable)."),
+    typer.Option(
+        "--set",
+        help="Override a config value: key.path=value (repeatable).",
+        metavar="KEY=VALUE",
+    ),
 ]
 
 
@@ -102,9 +136,11 @@ def main(
     """Compare PyTorch learning-rate schedulers on small models, from a YAML config."""
 
 
-@app.command()
+@app.command(cls=_PlainHelp)
 def run(
-    config: Annotated[Path | None, typer.Argument(help="The experiment's YAML config.")] = None,
+    config: Annotated[
+        Path | None, typer.Argument(help="The experiment's YAML config.", metavar="CONFIG")
+    ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -113,9 +149,11 @@ def run(
     ] = None,
     runs_dir: RunsDir = Path("runs"),
     overrides: Overrides = None,
-    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1)] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the seed.", min=0)] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1, metavar="N")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.", min=0, metavar="N")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run dir.")] = False,
     strict: Annotated[bool, typer.Option(help="Refuse to train when lint warns.")] = False,
@@ -141,34 +179,55 @@ def run(
         raise typer.Exit(STATUS_EXIT_CODES.get(result.status, EXIT_FAILED))
 
 
-@app.command()
+@app.command(cls=_PlainHelp)
 def compare(
     inputs: Annotated[
-        list[str], typer.Argument(help="Configs, globs, folders of configs, or run directories.")
+        list[str],
+        typer.Argument(
+            help="Configs, globs, folders of configs, or run directories.", metavar="INPUT..."
+        ),
     ],
-    seeds: Annotated[int | None, typer.Option(help="Run seeds 0..N-1 (default 3).", min=1)] = None,
-    seed_list: Annotated[str | None, typer.Option(help="Seeds to run, e.g. 0,1,2.")] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Run seeds 0..N-1 (default 3).", min=1, metavar="N")
+    ] = None,
+    seed_list: Annotated[
+        str | None, typer.Option(help="Seeds to run, e.g. 0,1,2.", metavar="LIST")
+    ] = None,
     jobs: Annotated[
-        int | None, typer.Option(help="Worker processes (default: cores).", min=1)
+        int | None, typer.Option(help="Worker processes (default: cores).", min=1, metavar="N")
     ] = None,
     runs_dir: RunsDir = Path("runs"),
     metric: Annotated[
-        Metric, typer.Option(help="What to rank by (lower is better for losses).")
+        Metric,
+        typer.Option(
+            help="What to rank by (lower is better for losses): "
+            + ", ".join(typing.get_args(Metric))
+            + ".",
+            metavar="METRIC",
+        ),
     ] = "final_val_loss",
     target: Annotated[
-        float | None, typer.Option(help="Count the epochs until val loss <= this.")
+        float | None, typer.Option(help="Count the epochs until val loss <= this.", metavar="LOSS")
     ] = None,
     overrides: Overrides = None,
-    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1, metavar="N")] = None,
     force: Annotated[bool, typer.Option(help="Compare runs on different data anyway.")] = False,
     run_plots: Annotated[
         bool, typer.Option(help="Also draw each run's own PNGs (about 1 s a run).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print summary.json.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Refuse to train when a config's schedule lint warns.")
+    ] = False,
 ) -> None:
     """Compare schedules over paired seeds: rank them, with 95% intervals and paired tests."""
     from lrsched_cli import store
 
+    if metric == "epochs_to_target" and target is None:
+        raise typer.BadParameter(
+            "--metric epochs_to_target needs --target LOSS: the val loss to count epochs to",
+            param_hint="--target",
+        )
     with _exit_codes(None, overrides):
         from lrsched_cli import compare as comparing
 
@@ -190,35 +249,50 @@ def compare(
                 warnings,
                 progress.on_result,
                 run_plots,
+                lint=lambda found: _warn_configs(found, strict),
             )
         _draw_comparison(comparison)
         _render_comparison(comparison, as_json)
 
 
-@app.command()
+@app.command(cls=_PlainHelp)
 def plot(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories made by `lrsched run`.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run directories, or folders of them (runs/, a comparison directory).",
+            metavar="RUN...",
+        ),
+    ],
     out: Annotated[
         Path | None,
-        typer.Option(help="Where the PNGs go (default: the run directory; ./overlay for several)."),
+        typer.Option(
+            help="Where the PNGs go (default: the run directory; for several runs, a new "
+            "directory under --runs-dir).",
+            metavar="DIR",
+            file_okay=False,
+        ),
     ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    lr_scale: Annotated[
+        LrScale, typer.Option(help="The lr axis: auto (log where it spans a decade), linear, log.")
+    ] = "auto",
 ) -> None:
     """Redraw finished runs' PNGs from their files, trains nothing; several runs are overlaid."""
-    from lrsched_cli import store
+    from lrsched_cli import plots, store
 
     with _exit_codes(None):
-        histories = [store.read_run(run_dir) for run_dir in run_dirs]
+        histories = [store.read_run(run) for each in inputs for run in store.find_runs(each)]
         if len(histories) == 1:
-            paths = _draw_plots(histories[0], out or run_dirs[0])
+            paths = plots.plot_run(histories[0], out or histories[0].path, lr_scale)
         else:
-            from lrsched_cli.plots import plot_comparison
-
-            groups: dict[str, list[RunHistory]] = {}
-            for history in histories:  # runs of one config over several seeds share a band
-                groups.setdefault(history.name, []).append(history)
-            paths = plot_comparison(groups, out or Path("overlay"))
+            datasets = [(run.name, dict(run.config.get("data", {}))) for run in histories]
+            for warning in store.data_differences(datasets):
+                err.print(_styled(("warning: ", "yellow"), warning), soft_wrap=True)
+            out = out or store.create_run_dir(runs_dir, "overlay")
+            paths = plots.plot_comparison(plots.overlay_groups(histories), out, lr_scale)
         for path in paths:
-            console.print(str(path))
+            console.print(str(path), highlight=False, soft_wrap=True)
 
 
 def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool, strict: bool = False):
@@ -234,12 +308,14 @@ def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool, strict: b
         )
 
 
-@app.command()
+@app.command(cls=_PlainHelp)
 def plan(
-    config: Annotated[Path, typer.Argument(help="The experiment's YAML config.")],
-    png: Annotated[Path | None, typer.Option(help="Also draw the planned lr to this PNG.")] = None,
+    config: Annotated[Path, typer.Argument(help="The experiment's YAML config.", metavar="CONFIG")],
+    png: Annotated[
+        Path | None, typer.Option(help="Also draw the planned lr to this PNG.", metavar="FILE")
+    ] = None,
     overrides: Overrides = None,
-    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.", min=1, metavar="N")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 2 when lint warns.")] = False,
 ) -> None:
     """Show the lr each epoch (and step) will use, and warnings, before training anything."""
@@ -267,9 +343,15 @@ def _warn(warnings: list[str], strict: bool, quiet: bool) -> None:
         raise typer.Exit(EXIT_USAGE)
 
 
-@app.command("list")
+@app.command("list", cls=_PlainHelp)
 def list_names(
-    kind: Annotated[Kind | None, typer.Argument(help="One kind; default: all four.")] = None,
+    kind: Annotated[
+        Kind | None,
+        typer.Argument(
+            help="One kind: " + ", ".join(typing.get_args(Kind)) + "; default: all four.",
+            metavar="KIND",
+        ),
+    ] = None,
 ) -> None:
     """List every name a config may use, with its parameters and defaults."""
     from rich.table import Table
@@ -287,7 +369,7 @@ def list_names(
         console.print(table)
 
 
-@app.command()
+@app.command(cls=_PlainHelp)
 def schema() -> None:
     """Print the config's JSON Schema, for editors' YAML support."""
     from lrsched_cli.config import ExperimentConfig
@@ -314,6 +396,11 @@ def _draw_comparison(comparison) -> list[Path]:
 
     groups = {summary.name: summary.runs for summary in comparison.summaries}
     return plot_comparison(groups, comparison.path)
+
+
+def _warn_configs(warnings: dict[str, list[str]], strict: bool) -> None:
+    """Each config's schedule warnings, once per config (not per seed); --strict stops here."""
+    _warn([f"{name}: {text}" for name, found in warnings.items() for text in found], strict, False)
 
 
 def _render_comparison(comparison, as_json: bool) -> None:

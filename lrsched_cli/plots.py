@@ -17,18 +17,22 @@ if TYPE_CHECKING:
 
 DECADE_RATIO = 10  # a range spanning this factor or more is drawn on a log axis
 FIGSIZE, DPI = (7, 4), 120
+LR_SCALES = ("auto", "linear", "log")  # auto: log where the lr spans a decade or more
 
 
-def plot_run(history: RunHistory, out_dir: Path) -> list[Path]:
+def plot_run(history: RunHistory, out_dir: Path, lr_scale: str = "auto") -> list[Path]:
     """Draw lr.png, loss.png and, for classification, accuracy.png; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [plot_lr(history, out_dir / "lr.png"), plot_losses(history, out_dir / "loss.png")]
+    paths = [
+        plot_lr(history, out_dir / "lr.png", lr_scale),
+        plot_losses(history, out_dir / "loss.png"),
+    ]
     if any(value is not None for value in history.column("val_accuracy")):
         paths.append(plot_accuracy(history, out_dir / "accuracy.png"))
     return paths
 
 
-def plot_lr(history: RunHistory, path: Path) -> Path:
+def plot_lr(history: RunHistory, path: Path, lr_scale: str = "auto") -> Path:
     """The lr each epoch trained with; for step schedules, every optimizer step as well."""
     figure, axes = _figure(f"{history.name}: learning rate ({_scheduler_name(history)})")
     epochs, lrs = history.column("epoch"), history.column("lr")
@@ -55,7 +59,7 @@ def plot_lr(history: RunHistory, path: Path) -> Path:
         )
         axes.plot(epochs, lrs, "o", color="tab:blue", ms=3)
         values = lrs
-    _log_scale_if_wide(axes, values)
+    _set_lr_scale(axes, values, lr_scale)
     axes.set_ylabel("learning rate")
     _mark_events(axes, history)
     _plot_momentum(axes, history.column("epoch"), history.column("momentum"))
@@ -187,6 +191,16 @@ def _save(figure, axes: Axes, path: Path, legend_title: str | None = None) -> Pa
     return path
 
 
+def _set_lr_scale(axes: Axes, values: list, lr_scale: str) -> None:
+    """`log` and `linear` as asked; `auto` is log where the lr spans a decade or more. A log
+    axis bends CyclicLR's triangles into arcs, and a final 1e-8 flattens the rest: hence the
+    choice."""
+    if lr_scale == "log":
+        axes.set_yscale("log", nonpositive="mask")
+    elif lr_scale == "auto":
+        _log_scale_if_wide(axes, values)
+
+
 def _log_scale_if_wide(axes: Axes, values: list) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator
 
@@ -227,12 +241,14 @@ def _scheduler_name(history: RunHistory) -> str:
     return str(history.config.get("scheduler", {}).get("name", "none"))
 
 
-def plot_comparison(groups: dict[str, list[RunHistory]], out_dir: Path) -> list[Path]:
+def plot_comparison(
+    groups: dict[str, list[RunHistory]], out_dir: Path, lr_scale: str = "auto"
+) -> list[Path]:
     """Overlays of several configs (each a list of runs over seeds): lr.png, val_loss.png and,
     for classification, val_accuracy.png. Losses and accuracy show the mean across seeds with
     a band from the lowest to the highest seed."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [_overlay_lr(groups, out_dir / "lr.png")]
+    paths = [_overlay_lr(groups, out_dir / "lr.png", lr_scale)]
     paths.append(_overlay_metric(groups, "val_loss", "validation loss", out_dir / "val_loss.png"))
     if any(
         v is not None for runs in groups.values() for r in runs for v in r.column("val_accuracy")
@@ -249,7 +265,7 @@ def plot_comparison(groups: dict[str, list[RunHistory]], out_dir: Path) -> list[
     return paths
 
 
-def _overlay_lr(groups: dict[str, list[RunHistory]], path: Path) -> Path:
+def _overlay_lr(groups: dict[str, list[RunHistory]], path: Path, lr_scale: str) -> Path:
     """One lr curve per config (its first run: the schedule does not depend on the seed,
     except ReduceLROnPlateau, whose seeds are drawn thin)."""
     figure, axes = _figure("learning rate", wide=len(groups) > 4)
@@ -268,7 +284,7 @@ def _overlay_lr(groups: dict[str, list[RunHistory]], path: Path) -> Path:
                 alpha=1.0 if index == 0 else 0.5,
                 label=label,
             )
-    _log_scale_if_wide(axes, values)
+    _set_lr_scale(axes, values, lr_scale)
     axes.set_ylabel("learning rate")
     return _save(figure, axes, path)
 
@@ -278,7 +294,9 @@ def _overlay_metric(groups, column: str, label: str, path: Path, scale: float = 
     values = []
     for colour, (name, runs) in zip(_colours(len(groups)), groups.items(), strict=False):
         curves = [
-            [None if v is None else v * scale for v in r.column(column)] for r in runs if r.epochs
+            [None if v is None else v * scale for v in r.column(column)]
+            for r in runs
+            if any(v is not None for v in r.column(column))  # a regression run has no accuracy
         ]
         if not curves:
             continue
@@ -290,7 +308,7 @@ def _overlay_metric(groups, column: str, label: str, path: Path, scale: float = 
         epochs = [i + 1 for i in range(length) if columns[i]]
         columns = [c for c in columns if c]
         mean = [sum(c) / len(c) for c in columns]
-        seeds = len(curves)
+        seeds = len({seed_of(r) for r in runs if r.epochs})
         axes.plot(
             epochs, mean, color=colour, lw=1.5, label=f"{name} ({seeds} seed{'s' * (seeds > 1)})"
         )
@@ -323,3 +341,49 @@ def _colours(count: int) -> list:
 
     palette = colormaps["tab10" if count <= 10 else "tab20"]
     return [palette(i % palette.N) for i in range(count)]
+
+
+def seed_of(run: RunHistory) -> int | None:
+    return run.summary.get("seed", run.config.get("seed"))
+
+
+def overlay_groups(runs: list[RunHistory]) -> dict[str, list[RunHistory]]:
+    """Runs grouped for an overlay, each group labelled by what sets it apart: runs of one
+    config over several seeds share a label (and a band); runs of one name whose configs
+    differ are labelled by the differing keys (`quickstart optimizer.lr=0.05`), and runs that
+    differ in nothing but their directory by its name."""
+    by_name: dict[str, list[RunHistory]] = {}
+    for run in runs:
+        by_name.setdefault(run.name, []).append(run)
+    groups: dict[str, list[RunHistory]] = {}
+    for name, members in by_name.items():
+        seeds = [seed_of(run) for run in members]
+        if len(set(seeds)) == len(seeds):
+            groups[name] = members
+            continue
+        flat = [_flatten(run.config) for run in members]
+        keys = sorted({k for f in flat for k in f if len({str(g.get(k)) for g in flat}) > 1})
+        keys = [k for k in keys if k not in ("seed", "name")]
+        labelled: dict[str, list[RunHistory]] = {}
+        for run, values in zip(members, flat, strict=True):
+            label = " ".join([name, *(f"{k}={values.get(k)}" for k in keys)])
+            labelled.setdefault(label, []).append(run)
+        for label, same in labelled.items():
+            if len({seed_of(run) for run in same}) == len(same):
+                groups[label] = same
+                continue
+            for run in same:  # the same config run again: its seed, or its directory, tells
+                seed = seed_of(run)
+                repeated = [seed_of(other) for other in same].count(seed) > 1
+                groups[f"{label} seed {seed}" + (f" ({run.path.name})" if repeated else "")] = [run]
+    return groups
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import numbers
 import os
 import re
 import socket
@@ -163,10 +164,19 @@ def _reopen_csv(path: Path, key: str, keep: int) -> _CsvFile:
 
 
 def _cell(value: Any) -> str:
+    """A value as CSV text that `csv`, pandas and `_number` read back as the same value."""
     if value is None:
         return ""
-    if isinstance(value, float):
-        return repr(value)  # full precision, so plots and comparisons see what torch saw
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return ";".join(_cell(item) for item in value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        # Full precision, so plots and comparisons see what torch saw. float() first: numpy's
+        # float64 is a float whose repr is `np.float64(0.1)` under numpy 2.
+        return repr(float(value))
     return str(value)
 
 
@@ -230,3 +240,30 @@ def _number(text: str | None) -> Any:
         return float(text)
     except ValueError:
         return text
+
+
+def find_runs(path: Path) -> list[Path]:
+    """`path` itself when it is a run directory, else the run directories in it: a runs/
+    folder, or a comparison directory (whose runs sit in its runs/)."""
+    path = Path(path)
+    if (path / METRICS_FILE).is_file() or not path.is_dir():
+        return [path]
+    runs = sorted(p.parent for p in path.glob(f"*/{METRICS_FILE}"))
+    runs += sorted(p.parent for p in path.glob(f"runs/*/{METRICS_FILE}"))
+    if not runs:
+        raise RunNotFound(f"{path} holds no run directories (none has a {METRICS_FILE})")
+    return runs
+
+
+def data_differences(datasets: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """For (name, data block) pairs: each run whose data differ from the first's, and how.
+    The batch size is left out: it changes the optimizer steps, not the data."""
+    reference_name, reference = datasets[0]
+    problems = []
+    for name, data in datasets[1:]:
+        shared = (set(data) & set(reference)) - {"batch_size"}
+        differ = sorted(key for key in shared if data[key] != reference[key])
+        if data.get("name") != reference.get("name") or differ:
+            keys = ", ".join(differ) or "name"
+            problems.append(f"{name} uses other data than {reference_name} ({keys} differ)")
+    return problems
