@@ -45,6 +45,7 @@ class JobResult:
 class Inputs:
     configs: list[ExperimentConfig] = field(default_factory=list)
     runs: list[store.RunHistory] = field(default_factory=list)
+    swept: dict[str, dict[str, Any]] = field(default_factory=dict)  # sweep member -> values
 
 
 @dataclass
@@ -69,7 +70,7 @@ def collect_inputs(
             elif path.is_dir():
                 _collect_folder(path, inputs, overrides, epochs)
             else:
-                inputs.configs += load_configs(path, overrides, epochs=epochs)
+                _add_configs(inputs, load_configs(path, overrides, epochs=epochs))
     names = [cfg.name for cfg in inputs.configs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -86,14 +87,7 @@ def check_comparable(inputs: Inputs, force: bool) -> list[str]:
     """Runs on different data cannot be compared; say so (an error unless `force`)."""
     datasets = [(cfg.name, cfg.data.model_dump(exclude_none=True)) for cfg in inputs.configs]
     datasets += [(run.name, dict(run.config.get("data", {}))) for run in inputs.runs]
-    reference_name, reference = datasets[0]
-    problems = []
-    for name, data in datasets[1:]:
-        shared = (set(data) & set(reference)) - {"batch_size"}
-        differ = sorted(key for key in shared if data[key] != reference[key])
-        if data.get("name") != reference.get("name") or differ:
-            keys = ", ".join(differ) or "name"
-            problems.append(f"{name} uses other data than {reference_name} ({keys} differ)")
+    problems = store.data_differences(datasets)
     if problems and not force:
         raise ConfigError(
             "a comparison across datasets is meaningless: "
@@ -113,12 +107,19 @@ def plan_jobs(configs: list[ExperimentConfig], seeds: list[int]) -> list[Job]:
     ]
 
 
-def validate_configs(configs: list[ExperimentConfig]) -> None:
-    """Build each config once (no training), so a bad one stops the comparison before it starts."""
-    from lrsched_cli import runner
+def validate_configs(configs: list[ExperimentConfig]) -> dict[str, list[str]]:
+    """Build each config once (no training), so a bad one stops the comparison before it starts;
+    returns each config's schedule warnings, as `lrsched plan` and `run` give them."""
+    from lrsched_cli import planning, runner
 
+    warnings = {}
     for cfg in configs:
-        runner.prepare(cfg)
+        experiment = runner.prepare(cfg)
+        plan = planning.plan_schedule(
+            experiment.config, experiment.steps_per_epoch, runner.LINT_HORIZON
+        )
+        warnings[cfg.name] = list(plan.warnings)
+    return warnings
 
 
 def execute(
@@ -128,18 +129,20 @@ def execute(
     on_result: Callable[[JobResult], None] = lambda result: None,
     run_plots: bool = False,
     pool: Callable[[int, bool], AbstractContextManager[Executor]] | None = None,
+    lint: Callable[[dict[str, list[str]]], None] = lambda warnings: None,
 ) -> list[JobResult]:
     """Check every config, then run the jobs on `workers` processes (in this one for 1).
 
     A bad config raises ConfigError before any job starts; a failing job is a result, not a
-    stop. With workers, the check runs in a worker too, so this process never imports torch.
+    stop. `lint` gets each config's schedule warnings before any job starts, and may raise to
+    stop there. With workers, the check runs in a worker too, so this process never imports torch.
     `pool(workers, run_plots)` is the seam for other executors: any context manager yielding a
     concurrent.futures.Executor (a cluster engine's, say) can replace the local process pool.
     """
     pool = pool or _worker_pool
     configs = list({job.config.name: job.config for job in jobs}.values())
     if workers <= 1 or len(jobs) <= 1:
-        validate_configs(configs)
+        lint(validate_configs(configs))
         results = []
         for job in jobs:
             results.append(_run_job(job, runs_dir, None, run_plots))
@@ -149,7 +152,7 @@ def execute(
     threads = max(1, (os.cpu_count() or 1) // workers)
     with pool(workers, run_plots) as executor:
         _import_what_gathering_needs()  # on the core left idle while the forkserver imports torch
-        executor.submit(validate_configs, configs).result()  # re-raises a ConfigError here
+        lint(executor.submit(validate_configs, configs).result())  # re-raises a ConfigError
         futures = {
             executor.submit(_run_job, job, runs_dir, threads, run_plots): job for job in jobs
         }
@@ -170,23 +173,48 @@ def compare(
     warnings: list[str] = (),
     on_result: Callable[[JobResult], None] = lambda result: None,
     run_plots: bool = False,
+    lint: Callable[[dict[str, list[str]]], None] = lambda warnings: None,
 ) -> Comparison:
     """Run the configs over the seeds, gather them with the finished runs, and write the
-    comparison's files into `out_dir`."""
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    comparison's files into `out_dir`.
+
+    `lint` gets the schedule warnings of every config, and those the finished runs recorded,
+    once per config and before any training; it may raise to stop (`--strict`). A comparison
+    stopped before any run leaves no empty directory behind.
+    """
+    schedule_warnings = _recorded_warnings(inputs.runs)
+
+    def check(config_warnings: dict[str, list[str]]) -> None:
+        for name, found in config_warnings.items():
+            schedule_warnings[name] = list(dict.fromkeys(schedule_warnings.get(name, []) + found))
+        lint({name: found for name, found in schedule_warnings.items() if found})
+
     jobs = plan_jobs(inputs.configs, seeds)
-    results = execute(jobs, out_dir / "runs", workers, on_result, run_plots) if jobs else []
+    try:
+        if jobs:
+            results = execute(jobs, out_dir / "runs", workers, on_result, run_plots, lint=check)
+        else:
+            check({})
+            results = []
+    except BaseException:
+        _remove_if_empty(out_dir)
+        raise
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     groups = _group(inputs.runs, results)
     for run in inputs.runs:
         _link(run.path, out_dir / "runs" / run.path.name)
     summaries = stats.rank(stats.summarize(groups, target), metric)
+    for summary in summaries:
+        summary.swept = inputs.swept.get(summary.name, {})
+        found = summary.warnings + schedule_warnings.get(summary.name, [])
+        summary.warnings = list(dict.fromkeys(found))
     comparison = Comparison(
         out_dir,
         metric,
         summaries,
         stats.pairwise(summaries, metric, target),
         results,
-        list(warnings),
+        list(warnings) + [f"{s.name}: {w}" for s in summaries for w in s.warnings],
     )
     write_comparison(comparison, seeds, target)
     return comparison
@@ -195,7 +223,10 @@ def compare(
 def write_comparison(comparison: Comparison, seeds: list[int], target: float | None) -> None:
     """summary.csv, summary.json and pairwise.csv; the plots are the CLI's to draw."""
     rows = [summary.row() for summary in comparison.summaries]
-    store.write_csv(comparison.path / "summary.csv", rows)
+    # One cell per config: the warnings' count here, their texts in summary.json.
+    store.write_csv(
+        comparison.path / "summary.csv", [{**row, "warnings": len(row["warnings"])} for row in rows]
+    )
     store.write_csv(comparison.path / "pairwise.csv", comparison.pairwise)
     document = {
         "metric": comparison.metric,
@@ -293,6 +324,53 @@ def _group(runs: list[store.RunHistory], results: list[JobResult]) -> dict[str, 
     return groups
 
 
+def _add_configs(inputs: Inputs, configs: list[ExperimentConfig]) -> None:
+    """Add one file's configs; a sweep's members carry the values they were swept over."""
+    inputs.configs += configs
+    if len(configs) > 1:
+        inputs.swept.update(swept_values(configs))
+
+
+def swept_values(configs: list[ExperimentConfig]) -> dict[str, dict[str, Any]]:
+    """Per config, the key paths (e.g. `optimizer.lr`) whose values differ between the
+    members of one sweep, found by comparing the configs: however the members are named."""
+    flat = [_flatten(cfg.to_dict()) for cfg in configs]
+    keys = list(dict.fromkeys(key for values in flat for key in values if key != "name"))
+    differ = [key for key in keys if len({repr(values.get(key)) for values in flat}) > 1]
+    return {
+        cfg.name: {key: values.get(key) for key in differ}
+        for cfg, values in zip(configs, flat, strict=True)
+    }
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _recorded_warnings(runs: list[store.RunHistory]) -> dict[str, list[str]]:
+    """The warnings finished runs saved in summary.json, once per config."""
+    found: dict[str, list[str]] = {}
+    for run in runs:
+        for warning in run.summary.get("warnings") or []:
+            if warning not in found.setdefault(run.name, []):
+                found[run.name].append(warning)
+    return found
+
+
+def _remove_if_empty(out_dir: Path) -> None:
+    for directory in (out_dir / "runs", out_dir):
+        try:
+            directory.rmdir()
+        except OSError:
+            pass  # not empty (or never made): keep it
+
+
 def _expand(argument: str) -> Iterator[Path]:
     if any(char in argument for char in "*?[") and not Path(argument).exists():
         matches = sorted(glob.glob(argument))
@@ -311,7 +389,7 @@ def _collect_folder(path: Path, inputs: Inputs, overrides, epochs) -> None:
     configs = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
     if configs:
         for config in configs:
-            inputs.configs += load_configs(config, overrides, epochs=epochs)
+            _add_configs(inputs, load_configs(config, overrides, epochs=epochs))
         return
     runs = sorted(p.parent for p in path.glob("*/metrics.csv"))
     runs += sorted(p.parent for p in path.glob("runs/*/metrics.csv"))

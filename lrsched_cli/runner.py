@@ -561,7 +561,8 @@ def _start_summary(experiment: Experiment) -> dict[str, Any]:
 
 
 def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fill in what the finished epochs say: best and final val loss, timings."""
+    """Fill in what the finished epochs say: best and final val loss, lr cuts, timings."""
+    from lrsched_cli.stats import count_lr_cuts  # stats imports scipy only inside functions
     summary["epochs_done"] = len(records)
     summary["updated_unix"] = time.time()  # a heartbeat: when the last epoch was kept
     summary["wall_seconds"] = summary["updated_unix"] - summary["started_unix"]
@@ -574,6 +575,8 @@ def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> d
             final_val_loss=records[-1]["val_loss"],
             final_epoch=records[-1]["epoch"],
             train_seconds=sum(r["seconds"] for r in records if "seconds" in r),
+            # ReduceLROnPlateau with 0 cuts trained at a constant lr; compare says how often
+            lr_cuts=count_lr_cuts([r["lr"] for r in records]),
         )
         nonfinite = [
             r["epoch"] for r in records if not math.isfinite(r["train_loss"] + r["val_loss"])

@@ -47,7 +47,9 @@ class Estimate:
         if len(values) < 2:
             return cls(values, mean)
         std = statistics.stdev(values)
-        half = stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1) * std / math.sqrt(len(values))
+        # float(): scipy returns numpy scalars, whose repr (numpy 2) is no number in a CSV file
+        t = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1))
+        half = t * std / math.sqrt(len(values))
         return cls(values, mean, std, mean - half, mean + half)
 
     def overlaps(self, other: Estimate) -> bool:
@@ -59,16 +61,30 @@ class Estimate:
 
 @dataclass
 class ConfigSummary:
-    """One config's runs across seeds."""
+    """One config's runs across seeds.
+
+    `not_reached`: with a target, the completed runs whose val loss never got to it; their
+    `epochs_to_target` counts as the planned epochs + 1 (see `run_metrics`). `swept`: a sweep
+    member's values, by key path. `warnings`: the schedule's lint warnings, once per config.
+    """
 
     name: str
     scheduler: str
     runs: list[RunHistory]
     metrics: dict[str, Estimate] = field(default_factory=dict)
+    not_reached: int | None = None
+    swept: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
         return [run.summary.get("seed", run.config.get("seed")) for run in self.runs]
+
+    @property
+    def lr_cut_runs(self) -> tuple[int, int]:
+        """(runs whose lr was cut at least once, runs with at least one epoch)."""
+        cuts = [lr_cuts(run) for run in self.runs if run.epochs]
+        return sum(n > 0 for n in cuts), len(cuts)
 
     @property
     def statuses(self) -> dict[str, int]:
@@ -83,13 +99,18 @@ class ConfigSummary:
         row: dict[str, Any] = {
             "name": self.name,
             "scheduler": self.scheduler,
-            "seeds": " ".join(str(s) for s in self.seeds),
+            **self.swept,
+            "seeds": len(set(self.seeds)),
+            "seed_list": self.seeds,  # a list; ";"-separated in summary.csv
             "runs": len(self.runs),
             "completed": self.statuses.get("completed", 0),
             "diverged": self.statuses.get("diverged", 0),
             "failed": sum(
                 n for s, n in self.statuses.items() if s not in ("completed", "diverged")
             ),
+            "not_reached": self.not_reached,
+            "lr_cut_runs": self.lr_cut_runs[0],
+            "warnings": list(self.warnings),
         }
         for metric, estimate in self.metrics.items():
             for part in ("mean", "std", "ci_low", "ci_high"):
@@ -97,15 +118,33 @@ class ConfigSummary:
         return row
 
 
+def lr_cuts(run: RunHistory) -> int:
+    """How often the lr went down from one epoch to the next: a ReduceLROnPlateau run with 0
+    trained at a constant lr. From summary.json where the run recorded it, else its epochs."""
+    recorded = run.summary.get("lr_cuts")
+    return recorded if isinstance(recorded, int) else count_lr_cuts(run.column("lr"))
+
+
+def count_lr_cuts(lrs: list[float | None]) -> int:
+    """The number of epochs whose lr is lower than the previous epoch's."""
+    known = [lr for lr in lrs if lr is not None]
+    return sum(after < before for before, after in zip(known, known[1:], strict=False))
+
+
 def run_metrics(run: RunHistory, target: float | None = None) -> dict[str, float | None]:
-    """The per-run numbers a comparison is made of."""
+    """The per-run numbers a comparison is made of.
+
+    A run whose val loss never gets to `target` has `epochs_to_target` = its planned epochs
+    + 1: it needed more than its whole budget, so it ranks, and loses each pairing, behind
+    every run that got there, without being dropped (which would rank it on its luckier seeds).
+    """
     val_losses = [v for v in run.column("val_loss") if v is not None]
     accuracy = [v for v in run.column("val_accuracy") if v is not None]
     finite = [v for v in val_losses if math.isfinite(v)]
     best_epoch = None
     if finite:
         best_epoch = next(r["epoch"] for r in run.epochs if r.get("val_loss") == min(finite))
-    reached = [r["epoch"] for r in run.epochs if target is not None and r["val_loss"] <= target]
+    reached = [r["epoch"] for r in run.epochs if target is not None and _at_target(r, target)]
     return {
         "final_val_loss": val_losses[-1] if val_losses else None,
         "best_val_loss": min(finite) if finite else None,
@@ -115,9 +154,25 @@ def run_metrics(run: RunHistory, target: float | None = None) -> dict[str, float
         # The mean over epochs: the area under the val-loss curve per epoch, comparable across
         # runs of equal length; lower means the schedule got low early and stayed there.
         "auc_val_loss": statistics.fmean(val_losses) if finite == val_losses and finite else None,
-        "epochs_to_target": reached[0] if reached else None,
+        "epochs_to_target": _epochs_to_target(run, target, reached),
         "train_seconds": run.summary.get("train_seconds"),
     }
+
+
+def _epochs_to_target(run: RunHistory, target: float | None, reached: list[int]) -> int | None:
+    if target is None:
+        return None
+    if reached:
+        return reached[0]
+    return int(run.summary.get("epochs_planned") or len(run.epochs)) + 1
+
+
+def reached_target(run: RunHistory, target: float) -> bool:
+    return any(_at_target(row, target) for row in run.epochs)
+
+
+def _at_target(row: dict[str, Any], target: float) -> bool:
+    return row.get("val_loss") is not None and row["val_loss"] <= target
 
 
 def summarize(groups: dict[str, list[RunHistory]], target: float | None) -> list[ConfigSummary]:
@@ -128,6 +183,8 @@ def summarize(groups: dict[str, list[RunHistory]], target: float | None) -> list
         per_run = [run_metrics(run, target) for run in completed]
         scheduler = str(runs[0].config.get("scheduler", {}).get("name", "none"))
         summary = ConfigSummary(name, scheduler, runs)
+        if target is not None:
+            summary.not_reached = sum(not reached_target(run, target) for run in completed)
         for metric in METRICS:
             summary.metrics[metric] = Estimate.of([m[metric] for m in per_run])
         summaries.append(summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import subprocess
@@ -113,7 +114,8 @@ def test_compare_cli_writes_the_comparison(tmp_path):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert {r["name"] for r in rows} == {"step", "cosine"}
-    assert all(r["seeds"] == "0 1" and r["completed"] == "2" for r in rows)
+    assert all(r["seeds"] == "2" and r["seed_list"] == "0;1" for r in rows)
+    assert all(r["completed"] == "2" for r in rows)
     for column in (
         "final_val_loss_mean",
         "final_val_loss_std",
@@ -309,3 +311,142 @@ def test_the_worker_pool_is_importing_torch_before_the_first_job_is_submitted():
         "    assert any(b'forkserver' in line for line in command_lines), command_lines\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+SHORT_COSINE = tiny(name="short", epochs=4, scheduler={"name": "CosineAnnealingLR", "T_max": 2})
+
+
+def test_schedule_warnings_reach_stderr_summary_and_table_once_per_config(tmp_path):
+    paths = [str(write_config(tmp_path, c, f"{c['name']}.yaml")) for c in (STEP, SHORT_COSINE)]
+    result = run_compare(tmp_path / "runs", *paths, "--seed-list", "0,1", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: short:")]
+    assert len(warned) == 1 and "T_max" in warned[0], result.stderr  # once, not once per seed
+    assert "warning: step:" not in result.stderr
+    (out,) = (tmp_path / "runs").glob("*-compare")
+    document = json.loads((out / "summary.json").read_text())
+    configs = {c["name"]: c for c in document["configs"]}
+    assert len(configs["short"]["warnings"]) == 1 and configs["step"]["warnings"] == []
+    assert document["warnings"] == [f"short: {configs['short']['warnings'][0]}"]
+    row = next(line for line in result.stdout.splitlines() if " short " in line)
+    assert "⚠" in row
+    assert "⚠ schedule warnings (printed above, in summary.json): short" in result.stdout
+    rows = {r["name"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert (rows["short"]["warnings"], rows["step"]["warnings"]) == ("1", "0")
+
+
+def test_strict_compare_refuses_before_training(tmp_path):
+    paths = [str(write_config(tmp_path, c, f"{c['name']}.yaml")) for c in (STEP, SHORT_COSINE)]
+    result = run_compare(tmp_path / "runs", *paths, "--seeds", "1", "--jobs", "1", "--strict")
+    assert result.exit_code == 2, result.output
+    assert "warning: short:" in result.stderr and "--strict" in result.stderr
+    assert not list((tmp_path / "runs").rglob("metrics.csv"))  # nothing trained
+    assert not list((tmp_path / "runs").glob("*-compare"))  # and no empty comparison left
+
+
+def test_parallel_validation_returns_the_warnings_from_the_workers(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import contextmanager
+
+    @contextmanager
+    def threads(workers, run_plots):
+        with ThreadPoolExecutor(workers) as executor:
+            yield executor
+
+    import torch
+
+    from lrsched_cli.runner import torch_threads
+
+    found = {}
+    jobs = compare.plan_jobs([validate(STEP), validate(SHORT_COSINE)], [0, 1])
+    with torch_threads(torch.get_num_threads()):
+        compare.execute(jobs, tmp_path, 2, pool=threads, lint=found.update)
+    assert found["step"] == [] and any("T_max" in w for w in found["short"])
+
+
+def test_finished_runs_bring_their_recorded_warnings(tmp_path):
+    finished = train({**STEP, "seed": 0}, tmp_path / "old")
+    summary = {**finished.summary, "warnings": ["the lr rises again after epoch 2"]}
+    (finished.path / "summary.json").write_text(json.dumps(summary))
+    seen = []
+    inputs = compare.collect_inputs([str(finished.path)])
+    comparison = compare.compare(
+        inputs, [0], tmp_path / "out", 1, "final_val_loss", lint=seen.append
+    )
+    assert seen == [{"step": ["the lr rises again after epoch 2"]}]
+    assert comparison.summaries[0].warnings == ["the lr rises again after epoch 2"]
+
+
+def test_epochs_to_target_needs_a_target(tmp_path):
+    result = run_compare(tmp_path / "runs", *write_pair(tmp_path), "--metric", "epochs_to_target")
+    assert result.exit_code == 2, result.output
+    assert "--target" in result.stderr and "epochs_to_target" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_seeds_that_never_reach_the_target_count_as_not_reached():
+    from rich.console import Console
+
+    from lrsched_cli import report
+
+    groups = {  # 3 epochs each; "a" gets to 0.5 in epochs 1, 1 and never
+        "a": [
+            history([0.4, 0.3, 0.2], 0, "a"),
+            history([0.5, 0.3, 0.2], 1, "a"),
+            history([0.9, 0.8, 0.7], 2, "a"),
+        ],
+        "b": [history([0.9, 0.5, 0.4], seed, "b") for seed in range(3)],
+    }
+    summaries = stats.rank(stats.summarize(groups, target=0.5), "epochs_to_target")
+    by_name = {s.name: s for s in summaries}
+    # not reached counts as the budget + 1 (4): in the ranking, the mean and every pairing
+    assert by_name["a"].metrics["epochs_to_target"].values == [1, 1, 4]
+    assert (by_name["a"].not_reached, by_name["b"].not_reached) == (1, 0)
+    assert by_name["a"].row()["not_reached"] == 1
+    (pair,) = stats.pairwise(summaries, "epochs_to_target", 0.5)
+    assert pair["paired_seeds"] == 3
+    wins = {pair["a"]: pair["a_wins"], pair["b"]: pair["b_wins"]}
+    assert wins == {"a": 2, "b": 1}
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(report.render_comparison(summaries, "epochs_to_target"))
+    assert "2 + 1 not reached" in console.file.getvalue()
+
+
+def test_runs_record_their_lr_cuts(tmp_path):
+    run = train(STEP, tmp_path)  # StepLR step_size 2 over 3 epochs: 0.1, 0.1, 0.05
+    assert run.column("lr") == [0.1, 0.1, 0.05]
+    assert run.summary["lr_cuts"] == 1
+    assert stats.count_lr_cuts([0.01, 0.1, 0.1, 0.03, 0.03, 0.01]) == 2  # warmup is no cut
+
+
+def test_a_plateau_that_never_cut_says_so(tmp_path):
+    never = tiny(name="flat", epochs=3, scheduler={"name": "ReduceLROnPlateau", "patience": 50})
+    paths = [str(write_config(tmp_path, c, f"{c['name']}.yaml")) for c in (STEP, never)]
+    result = run_compare(tmp_path / "runs", *paths, "--seed-list", "0,1", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert "flat: lr cut in 0/2 seeds" in result.stdout
+    assert "step: lr cut" not in result.stdout  # only ReduceLROnPlateau configs get the note
+    (out,) = (tmp_path / "runs").glob("*-compare")
+    configs = {c["name"]: c for c in json.loads((out / "summary.json").read_text())["configs"]}
+    assert (configs["flat"]["lr_cut_runs"], configs["step"]["lr_cut_runs"]) == (0, 2)
+
+
+def test_the_readme_plateau_config_cuts_its_lr_in_every_default_seed(tmp_path):
+    (cfg,) = load_configs(Path(__file__).parent.parent / "configs" / "compare" / "plateau.yaml")
+    for seed in compare.DEFAULT_SEEDS:
+        result = runner.run_experiment(cfg.model_copy(update={"seed": seed}), tmp_path)
+        assert store.read_run(result.path).summary["lr_cuts"] > 0, seed
+
+
+def test_sweep_members_carry_their_swept_values_whatever_their_names(tmp_path):
+    config = {**STEP, "sweep": {"scheduler.gamma": [0.1, 0.5], "optimizer.lr": [0.01, 0.1]}}
+    configs = load_configs(write_config(tmp_path, config))
+    renamed = [c.model_copy(update={"name": f"member{i}"}) for i, c in enumerate(configs)]
+    assert compare.swept_values(renamed) == {
+        "member0": {"optimizer.lr": 0.01, "scheduler.gamma": 0.1},
+        "member1": {"optimizer.lr": 0.1, "scheduler.gamma": 0.1},
+        "member2": {"optimizer.lr": 0.01, "scheduler.gamma": 0.5},
+        "member3": {"optimizer.lr": 0.1, "scheduler.gamma": 0.5},
+    }
+    inputs = compare.collect_inputs([str(tmp_path / "config.yaml"), *write_pair(tmp_path)[1:]])
+    assert set(inputs.swept) == {c.name for c in configs}  # cosine is no sweep member

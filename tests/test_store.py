@@ -45,3 +45,19 @@ def test_floats_keep_full_precision(tmp_path):
     writer.append_epoch({"epoch": 1, "lr": 0.1 * 0.1 * 0.1}, [])
     writer.close()
     assert store.read_run(tmp_path).epochs[0]["lr"] == 0.1 * 0.1 * 0.1
+
+
+def test_numpy_scalars_and_lists_are_written_as_plain_numbers(tmp_path):
+    import numpy as np
+
+    rows = [{"x": np.float64(0.1), "n": np.int64(3), "f": np.float32(0.5), "seeds": [0, 1]}]
+    store.write_csv(tmp_path / "t.csv", rows)
+    assert (tmp_path / "t.csv").read_text() == "x,n,f,seeds\n0.1,3,0.5,0;1\n"
+
+
+def test_estimates_are_plain_floats():
+    from lrsched_cli.stats import Estimate
+
+    estimate = Estimate.of([0.1, 0.2, 0.4])
+    parts = (estimate.mean, estimate.std, estimate.ci_low, estimate.ci_high)
+    assert all(type(part) is float for part in parts), [type(part) for part in parts]
