@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rich.cells import cell_len
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -23,80 +22,32 @@ STATUS_STYLES = {
 HEAD, TAIL = 5, 5  # rows kept at each end of a long run
 
 
-def render_run(history: RunHistory, max_rows: int = 30, width: int | None = None) -> Table:
-    """The per-epoch table: lr, losses, accuracy, time, lr events. Long runs keep both ends,
-    the lr events, the best epoch and a sample of the rest, with a "…" row at every gap.
-
-    `width` (the terminal's): a table that would not fit it with each lr event on two lines
-    at most drops the time column first, then lists the events under the table."""
+def render_run(history: RunHistory, max_rows: int = 30) -> Table:
+    """The per-epoch table: lr, losses, accuracy, time. Long runs keep both ends, every lr
+    change and the best epoch, and mark the rows left out."""
     step_interval = history.config.get("scheduler", {}).get("interval") == "step"
-    shown = _rows_to_show(history, max_rows)
-    rows = [history.epochs[index] for index in shown]
-    has_accuracy = any(row.get("val_accuracy") is not None for row in history.epochs)
-    headers = ["epoch", "lr (epoch start)" if step_interval else "lr", "train loss", "val loss"]
-    headers += ["val acc", "time"] if has_accuracy else ["time"]
-    cells = [_cells(row, has_accuracy) for row in rows]
-    events = [str(row.get("lr_event") or "") for row in rows]
-    with_time, events_in_column = _run_layout(headers, cells, events, width)
-
     table = Table(title=f"{history.name}  ({history.path})", title_justify="left")
-    for header in headers if with_time else headers[:-1]:
-        table.add_column(header, justify="right", no_wrap=True)  # numbers are never cut
-    if events_in_column:
-        table.add_column("lr event", overflow="fold")
+    table.add_column("epoch", justify="right")
+    table.add_column("lr (epoch start)" if step_interval else "lr", justify="right")
+    table.add_column("train loss", justify="right")
+    table.add_column("val loss", justify="right")
+    has_accuracy = any(row.get("val_accuracy") is not None for row in history.epochs)
+    if has_accuracy:
+        table.add_column("val acc", justify="right")
+    table.add_column("time", justify="right")
+    has_events = any(row.get("lr_event") for row in history.epochs)
+    if has_events:
+        table.add_column("lr event")
     best = history.summary.get("best_epoch")
-    previous_index = -1
-    for index, row, row_cells, event in zip(shown, rows, cells, events):
+    previous_index = 0
+    for index in _rows_to_show(history, max_rows):
         if index > previous_index + 1:
             table.add_row("…", *[""] * (len(table.columns) - 1), style="dim")
-        row_cells = row_cells if with_time else row_cells[:-1]
-        table.add_row(
-            *row_cells, *([Text(event)] if events_in_column else []), style=_style(row, best)
-        )
+        row = history.epochs[index]
+        events = [Text(str(row.get("lr_event") or ""))] if has_events else []
+        table.add_row(*_cells(row, has_accuracy), *events, style=_style(row, best))
         previous_index = index
-    if any(events) and not events_in_column:
-        listed = [f"epoch {row['epoch']}: {event}" for row, event in zip(rows, events) if event]
-        table.caption, table.caption_justify = "\n".join(["lr events:", *listed]), "left"
     return table
-
-
-def _run_layout(
-    headers: list[str], cells: list[list[str]], events: list[str], width: int | None
-) -> tuple[bool, bool]:
-    """(with the time column, with lr events in a column): the first of those layouts that
-    fits `width` with no event over two lines; without a width, everything."""
-    has_events = any(events)
-    if width is None:
-        return True, has_events
-    layouts = [(True, True), (False, True)] if has_events else []
-    layouts += [(True, False), (False, False)]
-    columns = [[header, *column] for header, column in zip(headers, zip(*cells))] or [
-        [header] for header in headers
-    ]
-    event_width = max([len("lr event")] + [_two_line_width(e) for e in events if e])
-    for with_time, in_column in layouts:
-        widths = [max(map(cell_len, column)) for column in columns[: None if with_time else -1]]
-        widths += [event_width] if in_column else []
-        if sum(widths) + 3 * len(widths) + 1 <= width:  # padding 1 + 1 and a border each
-            return with_time, in_column
-    return layouts[-1]
-
-
-def _two_line_width(text: str) -> int:
-    """The narrowest column that word-wraps `text` onto two lines or fewer."""
-    words = text.split()
-    for width in range(max(map(cell_len, words)), cell_len(text) + 1):
-        lines, line = 1, 0
-        for word in words:
-            if line and line + 1 + cell_len(word) <= width:
-                line += 1 + cell_len(word)
-            elif line:
-                lines, line = lines + 1, cell_len(word)
-            else:
-                line = cell_len(word)
-        if lines <= 2:
-            return width
-    return cell_len(text)
 
 
 def render_plan(plan) -> Group:
