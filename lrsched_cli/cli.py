@@ -320,17 +320,33 @@ def plan(
 ) -> None:
     """Show the lr each epoch (and step) will use, and warnings, before training anything."""
     with _exit_codes(config, overrides):
-        from lrsched_cli import report, runner
-        from lrsched_cli.config import load_config
+        from lrsched_cli.config import load_configs
 
-        cfg = load_config(config, overrides or [], epochs=epochs)
-        planned = runner.plan_experiment(cfg)
-        console.print(report.render_plan(planned))
-        if png is not None:
-            from lrsched_cli.plots import plot_plan
+        configs = load_configs(config, overrides or [], epochs=epochs)
+        if len(configs) > 1:
+            console.print(f"{config}: {len(configs)} configs from its sweep: block", highlight=False)
+        warnings = [_plan_one(cfg, png, sweep=len(configs) > 1) for cfg in configs]
+        if strict and any(warnings):
+            _print_error("error", f"{sum(map(len, warnings))} warning(s) and --strict")
+            raise typer.Exit(EXIT_USAGE)
 
-            console.print(str(plot_plan(planned, png)))
-        _warn(planned.warnings, strict, quiet=False)
+
+def _plan_one(cfg: ExperimentConfig, png: Path | None, sweep: bool) -> list[str]:
+    """Print one config's plan and its warnings (a sweep member's named); return them."""
+    from lrsched_cli import report, runner
+
+    planned = runner.plan_experiment(cfg)
+    console.print(report.render_plan(planned))
+    if png is not None:
+        from lrsched_cli.plots import plot_plan
+
+        # One PNG per sweep member, named after it, beside the one asked for.
+        member = cfg.name.replace("/", "_")
+        path = png.with_name(f"{png.stem}-{member}{png.suffix}") if sweep else png
+        console.print(str(plot_plan(planned, path)))
+    warnings = [f"{cfg.name}: {w}" if sweep else w for w in planned.warnings]
+    _warn(warnings, strict=False, quiet=False)
+    return warnings
 
 
 def _warn(warnings: list[str], strict: bool, quiet: bool) -> None:
@@ -464,18 +480,15 @@ def _exit_codes(config_path: Path | None, overrides: list[str] | None = None) ->
 
 def _locate(exc: ConfigError, config_path: Path | None, overrides: list[str]) -> str:
     """Say where the error is: the --set that gave the key, or the key's line in the file."""
-    if exc.key is None or config_path is None:
+    if exc.key is None or (config_path is None and not overrides):
         return str(exc)
-    for override in overrides:
-        if override.partition("=")[0].strip() == exc.key:
-            return f"--set {override}: {exc}"
     from lrsched_cli.config import locate
 
     try:
-        text = config_path.read_text(encoding="utf-8")
+        text = config_path.read_text(encoding="utf-8") if config_path else ""
     except OSError:
         text = ""
-    return locate(str(exc), exc.key, text, config_path)
+    return locate(str(exc), exc.key, text, config_path, overrides)
 
 
 def _print_error(label: str, message: str) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.util
 import itertools
+import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -71,8 +74,27 @@ class DataConfig(_Closed):
     task: Literal["classification", "regression"] | None = Field(None, description="csv only")
 
 
-class ModelConfig(_Closed):
-    name: str = Field("mlp", description="linear | mlp | cnn | package.module:factory")
+def _factory_options_schema(schema: dict[str, Any]) -> None:
+    """Built-in models are closed; a `module:factory` takes its own keys (JSON Schema side)."""
+    schema["additionalProperties"] = True
+    schema["if"] = {"properties": {"name": {"pattern": ":"}}, "required": ["name"]}
+    schema["else"] = {
+        "properties": dict.fromkeys(schema["properties"], True),
+        "additionalProperties": False,
+    }
+
+
+class ModelConfig(BaseModel):
+    """A built-in model's keys are these fields; a `module:factory` also takes its own keyword
+    arguments, checked against its signature when the model is resolved."""
+
+    model_config = ConfigDict(
+        extra="allow", frozen=True, allow_inf_nan=False, json_schema_extra=_factory_options_schema
+    )
+
+    name: str = Field(
+        "mlp", description="linear | mlp | cnn | package.module:factory | file.py:factory"
+    )
     hidden: list[int] | None = Field(None, description="mlp: hidden layer sizes")
     activation: str | None = Field(None, description="mlp: relu | tanh | gelu | ...")
     dropout: float | None = Field(None, ge=0, lt=1, description="mlp, cnn: dropout rate")
@@ -138,7 +160,24 @@ class SchedulerConfig(_Open):
     )
 
 
+SWEEP_SCHEMA = {
+    "type": "object",
+    "description": "a grid: key.path: [values]; one config per point, named after its values",
+    "minProperties": 1,
+    "additionalProperties": {"type": "array", "minItems": 1},
+}
+
+
+def _experiment_schema(schema: dict[str, Any]) -> None:
+    """What the loader adds to the model: `name` defaults to the file's stem, and `sweep:`."""
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["required"] = [key for key in schema["required"] if key != "name"]
+    schema["properties"]["sweep"] = SWEEP_SCHEMA
+
+
 class ExperimentConfig(_Closed):
+    model_config = ConfigDict(json_schema_extra=_experiment_schema)
+
     name: str = Field(description="names the run directory; default: the file's stem")
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto|cpu|cuda|cuda:N|mps")
@@ -181,8 +220,8 @@ def load_config(
     configs = load_configs(path, overrides, epochs=epochs, seed=seed, device=device)
     if len(configs) > 1:
         raise ConfigError(
-            f"{path}: its sweep: block makes {len(configs)} configs; run them "
-            f"with `lrsched compare {path}`",
+            f"its sweep: block makes {len(configs)} configs; see them with `lrsched plan "
+            f"{path}`, run them with `lrsched compare {path}`",
             "sweep",
         )
     return configs[0]
@@ -190,7 +229,7 @@ def load_config(
 
 def load_configs(
     path: Path,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     *,
     epochs: int | None = None,
     seed: int | None = None,
@@ -199,13 +238,22 @@ def load_configs(
     """Like load_config, but a `sweep:` block expands into one config per point of its grid."""
     text = _read_text(path)
     raw = parse_yaml(text, path)
+    sources = [_override_source(override) for override in overrides]
     for override in overrides:
         _apply_override(raw, override)
     for key, value in (("epochs", epochs), ("seed", seed), ("device", device)):
         if value is not None:
             raw[key] = value
+            sources.append((key, f"--{key} {value}"))
     raw.setdefault("name", path.stem)
-    return [validate(variant, text, path) for variant in expand_sweep(raw, text, path)]
+    configs = []
+    for variant in expand_sweep(raw, text, path):
+        cfg = validate(variant, text, path, sources)
+        try:
+            configs.append(_anchor_files(cfg, path.absolute().parent, sources))
+        except ConfigError as exc:
+            raise ConfigError(locate(str(exc), exc.key, text, path, sources)) from None
+    return configs
 
 
 def expand_sweep(raw: dict[str, Any], text: str = "", path: Path | None = None) -> list[dict]:
@@ -222,45 +270,181 @@ def expand_sweep(raw: dict[str, Any], text: str = "", path: Path | None = None) 
         if not isinstance(values, list) or not values:
             message = f"sweep.{key}: expected a non-empty list of values (got {values!r})"
             raise ConfigError(locate(message, f"sweep.{key}", text, path))
+    labels = sweep_labels([str(key) for key in sweep])
     variants = []
     for point in itertools.product(*sweep.values()):
         variant = copy.deepcopy(raw)
-        labels = []
         for key, value in zip(sweep, point, strict=True):
-            _apply_override(variant, f"{key}=__sweep__")
-            _set_path(variant, str(key), value)
-            labels.append(f"{str(key).split('.')[-1]}={value}")
-        variant["name"] = "-".join([str(raw["name"]), *labels])
+            try:
+                _set_key(variant, str(key), value, f"sweep.{key}")
+            except ConfigError as exc:
+                raise ConfigError(locate(str(exc), str(key), text, path)) from None
+        parts = [f"{labels[str(key)]}={value}" for key, value in zip(sweep, point, strict=True)]
+        variant["name"] = "-".join([str(raw["name"]), *parts])
         variants.append(variant)
     return variants
 
 
-def _set_path(raw: dict[str, Any], key: str, value: Any) -> None:
-    node = raw
-    for part in key.split(".")[:-1]:
-        node = node[part]
-    node[key.split(".")[-1]] = value
+def sweep_labels(keys: list[str]) -> dict[str, str]:
+    """Each swept key's shortest dotted suffix that names it alone: no other swept key ends
+    with it, and it reads as no top-level key (`scheduler.warmup.epochs` -> `warmup.epochs`,
+    not `epochs`); a list index never starts one (`schedulers.0.gamma`, not `0.gamma`)."""
+    top_level = {*ExperimentConfig.model_fields, "sweep"}
+    labels = {}
+    for key in keys:
+        parts = key.split(".")
+        labels[key] = key
+        for size in range(1, len(parts)):
+            suffix = ".".join(parts[-size:])
+            shared = any(other != key and f".{other}".endswith(f".{suffix}") for other in keys)
+            if not (shared or suffix in top_level or parts[-size].isdigit()):
+                labels[key] = suffix
+                break
+    return labels
 
 
-def validate(raw: dict[str, Any], text: str = "", path: Path | None = None) -> ExperimentConfig:
-    """Validate plain data; errors name the key, its line in `text`, and the nearest valid key."""
+def validate(
+    raw: dict[str, Any],
+    text: str = "",
+    path: Path | None = None,
+    sources: Sequence[tuple[str, str]] = (),
+) -> ExperimentConfig:
+    """Validate plain data; errors name the key, where it was given (its line in `text`, or
+    the command-line option in `sources`), and the nearest valid key."""
+    errors = _unknown_model_keys(raw)
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [
-            locate(_describe(error), ".".join(str(part) for part in error["loc"]), text, path)
-            for error in exc.errors()
-        ]
-        raise ConfigError("\n".join(lines)) from None  # each line already says where
+        errors = [*exc.errors(), *errors]
+    if not errors:
+        return cfg
+    lines = [
+        locate(_describe(error), ".".join(str(part) for part in error["loc"]), text, path, sources)
+        for error in errors
+    ]
+    raise ConfigError("\n".join(lines)) from None  # each line already says where
 
 
-def locate(message: str, key: str | None, text: str, path: Path | None) -> str:
-    """Prefix `message` with the file and the line where `key` is written, when known."""
+def locate(
+    message: str,
+    key: str | None,
+    text: str,
+    path: Path | None,
+    overrides: Sequence[str | tuple[str, str]] = (),
+) -> str:
+    """Prefix `message` with where `key` got its value: the `sweep:` entry or the line of the
+    file, or the `--set` (given as `key=value`, or as a (key, label) pair) that replaced it."""
+    where = _where(key or "", text, path, [_override_source(o) for o in overrides])
+    return f"{where}: {message}" if where else message
+
+
+def _where(key: str, text: str, path: Path | None, sources: list[tuple[str, str]]) -> str | None:
+    # A sweep's values are applied last, so they beat a --set of the same key.
+    line = _sweep_line(text, key) if key else None
+    if line is None:
+        for given, label in reversed(sources):  # the last --set of a key is the one in effect
+            if key == given or key.startswith(f"{given}."):
+                return label
     if path is None:
-        return message
-    line = line_of(text, key) if key else None
-    where = f"{path}, line {line}" if line else str(path)
-    return f"{where}: {message}"
+        return None
+    line = line or (line_of(text, key) if key else None)
+    return f"{path}, line {line}" if line else str(path)
+
+
+def _override_source(override: str | tuple[str, str]) -> tuple[str, str]:
+    if isinstance(override, tuple):
+        return override
+    return override.partition("=")[0].strip(), f"--set {override}"
+
+
+def _sweep_line(text: str, key: str) -> int | None:
+    """The line of the `sweep:` entry that sets `key` (or a parent of it), if one does."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader) if text else None
+    except yaml.YAMLError:
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    sweep = next((v for k, v in node.value if k.value == "sweep"), None)
+    if not isinstance(sweep, yaml.MappingNode):
+        return None
+    for entry, _ in sweep.value:
+        if key == entry.value or key.startswith(f"{entry.value}."):
+            return entry.start_mark.line + 1
+    return None
+
+
+def _unknown_model_keys(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """A built-in model's unknown keys, as pydantic reports a closed block's; only a
+    `module:factory` takes keys of its own."""
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        return []
+    name = model.get("name", "mlp")
+    if isinstance(name, str) and ":" in name:
+        return []
+    return [
+        {"type": "extra_forbidden", "loc": ("model", key), "msg": "", "input": value}
+        for key, value in model.items()
+        if key not in ModelConfig.model_fields
+    ]
+
+
+def _anchor_files(cfg: ExperimentConfig, folder: Path, sources) -> ExperimentConfig:
+    """Pin the user's own files down while the config's folder is known, as absolute paths,
+    so that the resolved config saved with a run finds them from any directory (`--resume`).
+
+    `data.path` is relative to the config's folder, or to the current directory when a
+    `--set` gave it; a factory's module is looked for in both, then on sys.path."""
+    cwd = Path.cwd()
+    update: dict[str, Any] = {}
+    if cfg.data.path is not None:
+        typed = any(key in ("data", "data.path") for key, _ in sources)
+        path = (cwd if typed else folder) / os.path.expanduser(cfg.data.path)
+        update["data"] = cfg.data.model_copy(update={"path": os.path.normpath(path)})
+    if ":" in cfg.model.name:
+        name = find_factory(cfg.model.name, folder, cwd)
+        update["model"] = cfg.model.model_copy(update={"name": name})
+    return cfg.model_copy(update=update) if update else cfg
+
+
+def find_factory(target: str, folder: Path, cwd: Path) -> str:
+    """`module:factory` or `file.py:factory` as `/absolute/file.py:factory` when the file is
+    in the config's `folder` or in `cwd`; unchanged when the module is on sys.path."""
+    module, _, attribute = target.rpartition(":")
+    if not module or not attribute.isidentifier():
+        raise ConfigError(
+            f"model.name: expected package.module:factory or file.py:factory (got {target!r})",
+            "model.name",
+        )
+    if module.endswith(".py") or "/" in module or os.sep in module:
+        relative = Path(os.path.expanduser(module))
+        candidates = [relative] if relative.is_absolute() else [folder / relative, cwd / relative]
+        wanted = str(relative)
+    else:
+        relative = Path(*module.split("."))
+        candidates = [
+            base / relative.parent / name
+            for base in (folder, cwd)
+            for name in (f"{relative.name}.py", f"{relative.name}/__init__.py")
+        ]
+        wanted = f"{relative}.py"
+        try:
+            if importlib.util.find_spec(module.split(".")[0]) is not None:
+                candidates.append(None)  # on sys.path: imported by name when the model is built
+        except (ImportError, ValueError):
+            pass
+    for candidate in candidates:
+        if candidate is None:
+            return target
+        if candidate.is_file():
+            return f"{os.path.normpath(candidate.absolute())}:{attribute}"
+    if relative.is_absolute():
+        looked = "no such file"
+    else:
+        looked = f"looked in {folder} (the config's folder) and {cwd} (the current directory)"
+        looked += "" if wanted == module else ", then on sys.path"
+    raise ConfigError(f"model.name: cannot find {wanted} for {target!r}; {looked}", "model.name")
 
 
 def line_of(text: str, key: str) -> int | None:
@@ -317,17 +501,23 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, value = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. optimizer.lr=0.05")
-    parts = key.strip().split(".")
+    try:
+        parsed = _load_yaml(value) if value.strip() else value
+    except yaml.YAMLError:
+        parsed = value
+    _set_key(raw, key.strip(), parsed, f"--set {override!r}")
+
+
+def _set_key(raw: dict[str, Any], key: str, value: Any, label: str) -> None:
+    """Set dotted `key`, making the mappings on its way; `label` says who set it in errors."""
+    parts = key.split(".")
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: {part!r} is not a mapping", key.strip())
+            raise ConfigError(f"{label}: {part!r} is not a mapping")
         node = child
-    try:
-        node[parts[-1]] = _load_yaml(value) if value.strip() else value
-    except yaml.YAMLError:
-        node[parts[-1]] = value
+    node[parts[-1]] = value
 
 
 def _describe(error: dict[str, Any]) -> str:

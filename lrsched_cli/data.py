@@ -183,25 +183,55 @@ def csv_file(rng, path: str, target: str, task: str):
     """Numeric feature columns; the target column may hold class labels of any text."""
     try:
         with Path(path).open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            rows = [(reader.line_num, row) for row in reader if row]
     except OSError as exc:
         raise ConfigError(f"data.path: cannot read {path}: {exc.strerror}", "data.path") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(
+            f"data.path: {path} is not a UTF-8 CSV file: {exc}", "data.path"
+        ) from None
     if not rows:
         raise ConfigError(f"data.path: {path} has no data rows", "data.path")
-    columns = list(rows[0])
-    if target not in columns:
+    if target not in header:
         raise ConfigError(
-            f"data.target: {path} has no column {target!r}; it has: {', '.join(columns)}",
+            f"data.target: {path} has no column {target!r}; it has: "
+            f"{', '.join(_excerpt(c) for c in header)}",
             "data.target",
         )
-    feature_names = [c for c in columns if c != target]
+    features, targets = [], []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise ConfigError(
+                f"data.path: {path}, line {line} has {len(row)} of the {len(header)} columns",
+                "data.path",
+            )
+        values = dict(zip(header, row, strict=True))
+        features.append([_number(values[c], c, line, path) for c in header if c != target])
+        label = values[target]
+        targets.append(label if task == CLASSIFICATION else _number(label, target, line, path))
+    return np.array(features, dtype=np.float64), np.array(targets)
+
+
+def _number(cell: str, column: str, line: int, path: str) -> float:
+    """A CSV cell as a finite float, or an error that names its column and line."""
     try:
-        features = np.array([[float(row[c]) for c in feature_names] for row in rows])
-        targets = np.array(
-            [row[target] if task == CLASSIFICATION else float(row[target]) for row in rows]
-        )
-    except (TypeError, ValueError) as exc:
+        value = float(cell)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        what = "is empty" if not cell.strip() else f"holds {_excerpt(cell)}, not a finite number"
         raise ConfigError(
-            f"data.path: {path} has a value that is not a number: {exc}", "data.path"
-        ) from None
-    return features, targets
+            f"data.path: {path}, line {line}, column {_excerpt(column)} {what}; every column "
+            "but the target must hold numbers",
+            "data.path",
+        )
+    return value
+
+
+def _excerpt(text: str, limit: int = 20) -> str:
+    """`text` quoted, cut to `limit` characters and with unprintable characters escaped: a
+    message must never echo a whole line of the user's file."""
+    short = text if len(text) <= limit else text[:limit] + "..."
+    return repr(short) if short.isprintable() else ascii(short)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib
+import inspect
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -45,8 +50,7 @@ def register_model(name: str, description: str):
 def resolve_model(cfg: ModelConfig) -> ModelConfig:
     """`cfg` with the model name checked and its options' defaults filled in."""
     if ":" in cfg.name:
-        _import_factory(cfg.name)
-        return cfg
+        return _resolve_factory(cfg)
     name = lookup_name(cfg.name, MODELS, "model", "model.name")
     given = cfg.model_dump(exclude_none=True, exclude={"name"})
     options = bind_options(MODELS[name].build, given, "model", f"model {name!r}", skip=2)
@@ -109,11 +113,73 @@ def cnn(
     return nn.Sequential(*layers, nn.Linear(width * 4, n_outputs))
 
 
+def _resolve_factory(cfg: ModelConfig) -> ModelConfig:
+    """A factory's own keys, checked against its signature as torch's classes' are; a factory
+    with `**options` takes any key."""
+    factory = _import_factory(cfg.name)
+    given = cfg.model_dump(exclude_none=True, exclude={"name"})
+    params = list(inspect.signature(factory).parameters.values())[2:]
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    for key in given:
+        if key not in named and not takes_any:
+            close = difflib.get_close_matches(key, named, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"model.{key}: {cfg.name} takes no {key!r}; {hint}it takes: "
+                f"{', '.join(named) or 'no options'}",
+                f"model.{key}",
+            )
+    # bind_options checks types and fills in defaults; it is shown the named parameters only.
+    checked = functools.update_wrapper(lambda *args, **kwargs: None, factory)
+    first_two = list(inspect.signature(factory).parameters.values())[:2]
+    checked.__signature__ = inspect.Signature([*first_two, *(p for p in params if p.name in named)])
+    named_given = {key: value for key, value in given.items() if key in named}
+    options = bind_options(checked, named_given, "model", cfg.name, skip=2)
+    extra = {key: value for key, value in given.items() if key not in named}
+    return ModelConfig.model_validate({"name": cfg.name, **options, **extra})
+
+
 def _import_factory(target: str) -> Callable[..., nn.Module]:
-    module_name, _, attribute = target.partition(":")
+    """The factory `module:name`, or `/path/file.py:name` (config.find_factory's form), which is
+    imported as a module of its package when its folder has an `__init__.py`."""
+    module_name, _, attribute = target.rpartition(":")
     try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
+        if module_name.endswith(".py"):
+            module = _import_file(Path(module_name))
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
         raise ConfigError(
             f"model.name: cannot load factory {target!r}: {exc}", "model.name"
         ) from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        close = difflib.get_close_matches(attribute, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"model.name: {module_name} has no factory {attribute!r}{hint}", "model.name"
+        )
+    return factory
+
+
+def _import_file(path: Path):
+    """Import `path` under its dotted name below the first folder without an `__init__.py`,
+    with that folder first on sys.path for the import, as pytest's `prepend` mode does."""
+    parts = [path.stem] if path.name != "__init__.py" else []
+    root = path.parent
+    while (root / "__init__.py").is_file():
+        parts.insert(0, root.name)
+        root = root.parent
+    name = ".".join(parts)
+    cached = sys.modules.get(name)
+    if cached is not None and Path(getattr(cached, "__file__", "") or "") != path:
+        # Another folder's module of the same name (two configs, each with its mymodels.py).
+        for loaded in [m for m in sys.modules if m == parts[0] or m.startswith(f"{parts[0]}.")]:
+            del sys.modules[loaded]
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(root))
