@@ -144,7 +144,10 @@ def run(
     resume: Annotated[
         Path | None,
         typer.Option(
-            help="Continue a killed or interrupted run in its directory.", file_okay=False
+            help="Continue a killed or interrupted run in its directory; with --epochs N, "
+            "train a run on to N epochs.",
+            file_okay=False,
+            metavar="RUN",
         ),
     ] = None,
     runs_dir: RunsDir = Path("runs"),
@@ -163,16 +166,18 @@ def run(
 
     if (config is None) == (resume is None):
         raise typer.BadParameter("give a CONFIG to run, or --resume RUN_DIR, not both")
-    if resume is not None and (overrides or epochs or seed is not None or device):
-        raise typer.BadParameter("--resume continues the run's saved config; it takes no overrides")
+    if resume is not None and (overrides or seed is not None or device):
+        raise typer.BadParameter(
+            "--resume continues the run's saved config; of the overrides it takes --epochs only"
+        )
     with _exit_codes(config, overrides):
         if resume is not None:
-            result = _train(None, resume, quiet or as_json)
+            result = _train(None, resume, quiet, as_json, strict, epochs)
         else:
             from lrsched_cli.config import load_config  # pydantic: only for commands that load
 
             cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
-            result = _train(cfg, runs_dir, quiet or as_json, strict)
+            result = _train(cfg, runs_dir, quiet, as_json, strict)
         history = store.read_run(result.path)
         _draw_plots(history, history.path)
         _render_result(history, as_json, quiet)
@@ -295,17 +300,26 @@ def plot(
             console.print(str(path), highlight=False, soft_wrap=True)
 
 
-def _train(cfg: ExperimentConfig | None, directory: Path, quiet: bool, strict: bool = False):
-    """Run `cfg` under the runs directory, or resume the run in `directory` when cfg is None;
-    a new run's lint warnings are printed first (and stop it, with --strict)."""
+def _train(
+    cfg: ExperimentConfig | None,
+    directory: Path,
+    quiet: bool,
+    as_json: bool,
+    strict: bool,
+    epochs: int | None = None,
+):
+    """Run `cfg` under the runs directory, or resume the run in `directory` when cfg is None
+    (on to `epochs`, if given). Lint warnings go to stderr first, --json or not (and stop the
+    run, with --strict); --quiet silences them."""
     from lrsched_cli import runner  # torch is imported here, only by commands that train
 
-    with _ProgressObserver(enabled=not quiet) as observer:
+    def lint(warnings: list[str]) -> None:
+        _warn(warnings, strict, quiet)
+
+    with _ProgressObserver(enabled=not (quiet or as_json)) as observer:
         if cfg is None:
-            return runner.resume_experiment(directory, observer)
-        return runner.run_experiment(
-            cfg, directory, observer, lint=lambda warnings: _warn(warnings, strict, quiet)
-        )
+            return runner.resume_experiment(directory, observer, epochs, lint)
+        return runner.run_experiment(cfg, directory, observer, lint=lint)
 
 
 @app.command(cls=_PlainHelp)

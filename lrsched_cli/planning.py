@@ -10,11 +10,13 @@ import torch
 
 from lrsched_cli.config import ExperimentConfig, SchedulerConfig
 from lrsched_cli.registry import (
+    Segment,
     build_optimizer,
     build_scheduler,
     check_expressions,
+    scheduler_argument,
     scheduler_spec,
-    segment_length,
+    segments,
     warmup_length,
 )
 
@@ -95,18 +97,17 @@ def momentum_of(optimizer) -> float | None:
 
 def lint(plan: Plan) -> list[str]:
     """Schedules that train without an error and give a worse model: what will happen, and
-    how to fix it."""
-    cfg, block = plan.config, plan.config.scheduler
-    run_length = cfg.epochs * (plan.steps_per_epoch if plan.interval == "step" else 1)
-    unit = "steps" if plan.interval == "step" else "epochs"
+    how to fix it. Epochs and steps are counted as in the plan: from 1, over the whole run."""
+    block = plan.config.scheduler
+    parts = list(segments(block, _run_length(plan)))
     warnings = []
-    for where, child, length in _blocks(block, run_length - warmup_length(block.warmup)):
-        warnings += _lint_block(where, child, plan, length, unit)
+    for segment in parts:
+        warnings += _lint_block(segment, plan)
     length = warmup_length(block.warmup)
-    if length >= run_length:
+    if length >= _run_length(plan):
         warnings.append(
-            f"scheduler.warmup: the warmup lasts {length} {unit}, the whole run is "
-            f"{run_length}: the scheduler after it never runs; shorten the warmup"
+            f"scheduler.warmup: the warmup lasts {length} {_units(plan)}, the whole run is "
+            f"{_run_length(plan)}: the scheduler after it never runs; shorten the warmup"
         )
     if plan.epoch_lrs and plan.epoch_lrs[0] == 0:
         warnings.append(
@@ -114,33 +115,57 @@ def lint(plan: Plan) -> list[str]:
             "(LambdaLR with epoch / 10 gives 0 at epoch 0); start above 0, e.g. "
             "(epoch + 1) / 10"
         )
+    warnings += _vanishing_lr(plan, parts)
     return warnings
 
 
-def _lint_block(where: str, block: SchedulerConfig, plan: Plan, length: int, unit: str):
-    kwargs, name = block.kwargs, block.name
-    if name == "CosineAnnealingLR" and kwargs.get("T_max", length) < length:
+def _run_length(plan: Plan) -> int:
+    """How many times the run steps the scheduler: once per epoch, or per optimizer step."""
+    return plan.config.epochs * (plan.steps_per_epoch if plan.interval == "step" else 1)
+
+
+def _units(plan: Plan) -> str:
+    return "steps" if plan.interval == "step" else "epochs"
+
+
+def _at(plan: Plan, index: int) -> str:
+    """The run's epoch (or step, and its epoch) at 0-based `index` of the stepped lrs, numbered
+    as the plan table and metrics.csv number them."""
+    if plan.interval == "epoch":
+        return f"epoch {index + 1}"
+    return f"step {index + 1} (epoch {index // plan.steps_per_epoch + 1})"
+
+
+def _lint_block(segment: Segment, plan: Plan):
+    where, block, length = segment.key, segment.block, segment.length
+    kwargs, name, units = block.kwargs, block.name, _units(plan)
+    # Stepped from 0 at segment.start, the cosine is at its minimum at T_max, and it rises
+    # again only if the segment trains past T_max + 1.
+    if name == "CosineAnnealingLR" and kwargs["T_max"] + 1 < length:
         yield (
-            f"{where}.T_max: T_max {kwargs['T_max']} is shorter than the {length} {unit} it "
-            f"is stepped: the lr rises again after {unit[:-1]} {kwargs['T_max']}; set T_max: "
-            f"{length}"
+            f"{where}.T_max: T_max {kwargs['T_max']} is shorter than the {length} {units} it "
+            f"is stepped: the lr rises again after {_at(plan, segment.start + kwargs['T_max'])}; "
+            f"set T_max: {length}"
         )
     if name in CYCLING and plan.interval == "epoch":
         yield (
             f"{where}: {name} is stepped once per epoch, so its cycle is laid out in "
             f"epochs; it is meant per optimizer step: set interval: step"
         )
-    if name == "OneCycleLR" and kwargs.get("total_steps") not in (None, length):
-        outcome = (
-            "torch raises at the step after it"
-            if kwargs["total_steps"] < length
-            else "the cycle is cut short before it anneals"
-        )
-        yield (
-            f"{where}.total_steps: total_steps is {kwargs['total_steps']} but the run steps "
-            f"it {length} times: {outcome}; leave total_steps out and lrsched fills it in"
-        )
-    if name in CYCLING and "cycle_momentum" not in kwargs:  # torch's silent default: True
+    if name == "OneCycleLR":
+        # A cycle shorter than its segment is refused when the config is resolved.
+        key, cycle = _cycle_length(kwargs)
+        if cycle is not None and cycle > length:
+            yield (
+                f"{where}.{key}: OneCycleLR's cycle is {cycle} {units}, but the run steps it "
+                f"{length} times: the cycle is cut short before it anneals; leave the cycle's "
+                f"length out and lrsched fills in total_steps: {length}"
+            )
+    if (
+        name in CYCLING
+        and "cycle_momentum" not in kwargs
+        and scheduler_argument(block, "cycle_momentum")
+    ):
         plain = plan.config.optimizer.name.lower() in ("sgd", "rmsprop")
         what = "momentum" if plain else "beta1"
         yield (
@@ -156,7 +181,7 @@ def _lint_block(where: str, block: SchedulerConfig, plan: Plan, length: int, uni
                 f"the multiplier is not clamped; wrap it, e.g. min(1, ...)"
             )
     if scheduler_spec(name).needs_metric:
-        patience = kwargs.get("patience", 10)
+        patience = scheduler_argument(block, "patience")
         epochs = plan.config.epochs - warmup_length(plan.config.scheduler.warmup)
         if patience >= epochs:
             yield (
@@ -165,19 +190,71 @@ def _lint_block(where: str, block: SchedulerConfig, plan: Plan, length: int, uni
             )
 
 
-def _blocks(block: SchedulerConfig, length: int, where: str = "scheduler"):
-    """Each block with where it is and how many times it is stepped: a SequentialLR child
-    runs only its segment between milestones."""
-    yield where, block, length
-    milestones = block.kwargs.get("milestones") if block.name == "SequentialLR" else None
-    for i, child in enumerate(block.schedulers or []):
-        yield from _blocks(child, segment_length(i, milestones, length), f"{where}.schedulers.{i}")
+def _cycle_length(kwargs: dict) -> tuple[str, int | None]:
+    """The key that sets a OneCycleLR's cycle and its length: total_steps, or epochs x
+    steps_per_epoch (torch's order)."""
+    if "total_steps" in kwargs:
+        return "total_steps", kwargs["total_steps"]
+    if "epochs" in kwargs and "steps_per_epoch" in kwargs:
+        return "epochs", kwargs["epochs"] * kwargs["steps_per_epoch"]
+    return "total_steps", None
+
+
+# An lr below this fraction of its peak so far moves the weights by float rounding only.
+VANISHING = 1e-8
+# What to change, per scheduler class, when it drives the lr below VANISHING x its peak.
+VANISHING_FIXES = {
+    "StepLR": lambda block, length: "a larger step_size, or a gamma nearer 1",
+    "MultiStepLR": lambda block, length: "fewer milestones, or a gamma nearer 1",
+    "ExponentialLR": lambda block, length: (
+        f"a gamma nearer 1: gamma: {0.01 ** (1 / max(length - 1, 1)):.4g} ends at 1% of the start"
+    ),
+    "PolynomialLR": lambda block, length: f"total_iters: {length}, the length it is stepped",
+    "LambdaLR": lambda block, length: "a floor in lr_lambda, e.g. max(0.001, ...)",
+    "MultiplicativeLR": lambda block, length: "a multiplier nearer 1",
+}
+
+
+def _vanishing_lr(plan: Plan, parts: list[Segment]) -> list[str]:
+    """Where torch's own stepped lrs fall below VANISHING x their peak so far for more than
+    the run's last step or last 1%: a schedule may end near 0 on purpose (OneCycleLR's final
+    tail, a cosine's minimum), but not train for long there."""
+    if plan.plateau is not None:  # its lrs here are the fastest decay, not what will happen
+        return []
+    lrs = plan.stepped_lrs if plan.interval == "step" else plan.epoch_lrs
+    peak, below, first_peak = 0.0, [], 0.0
+    for index, lr in enumerate(lrs):
+        peak = max(peak, lr)
+        if lr < VANISHING * peak:
+            first_peak = first_peak or peak
+            below.append(index)
+    if len(below) <= max(1, len(lrs) // 100):
+        return []
+    first = below[0]
+    owners = [s for s in parts if not s.block.schedulers and s.start <= first < s.start + s.length]
+    segment = owners[0] if owners else parts[0]
+    name = segment.block.name
+    advise = VANISHING_FIXES.get(name, lambda block, length: "keep the lr above it")
+    if segment.key == "scheduler" and plan.interval == "step":
+        if scheduler_spec(name).interval == "epoch":  # its counts were meant as epochs
+            fix = f"interval: epoch, or {advise(segment.block, plan.config.epochs)}"
+        else:
+            fix = advise(segment.block, segment.length)
+    else:
+        fix = advise(segment.block, segment.length)
+    rehearsed = "" if len(lrs) == _run_length(plan) else "first "
+    return [
+        f"{segment.key}: the lr falls below {VANISHING:g} x its peak ({first_peak:.3g}) at "
+        f"{_at(plan, first)}, and {len(below)} of the {rehearsed}{len(lrs)} {_units(plan)} "
+        f"train below that: they barely move the weights; use {fix}"
+    ]
 
 
 def cycles_momentum(block: SchedulerConfig) -> bool:
     """Whether a OneCycleLR or CyclicLR in `block` cycles the optimizer's momentum or beta1."""
     return any(
-        b.name in CYCLING and b.kwargs.get("cycle_momentum", True) for _, b, _ in _blocks(block, 0)
+        s.block.name in CYCLING and scheduler_argument(s.block, "cycle_momentum")
+        for s in segments(block, 0)
     )
 
 
@@ -198,14 +275,16 @@ def explain_step(
     kwargs = block.kwargs
     if block.name == "ReduceLROnPlateau":
         bad = before.get("bad_epochs", 0) + 1
-        return f"plateau: {bad} bad epochs > patience {kwargs.get('patience', 10)}, {ratio}"
+        patience = scheduler_argument(block, "patience")
+        return f"plateau: {bad} bad epochs > patience {patience}, {ratio}"
     if block.name == "StepLR":
         return f"step_size {kwargs['step_size']}: {ratio}"
     if block.name == "MultiStepLR":
         return f"milestone {epoch}: {ratio}"
     if block.name == "SequentialLR" and epoch in kwargs.get("milestones", []):
         return f"milestone {epoch}: next scheduler"
-    if block.name in ("ConstantLR", "LinearLR") and epoch == kwargs.get("total_iters", 5):
+    ends = block.name in ("ConstantLR", "LinearLR") and scheduler_argument(block, "total_iters")
+    if ends and epoch == ends:
         return f"{block.name} end: {ratio}"
     return None
 
@@ -220,3 +299,16 @@ def plateau_state(scheduler) -> dict | None:
         "bad_epochs": int(plateau.num_bad_epochs),
         "cooldown": int(plateau.cooldown_counter),
     }
+
+
+# Schedules laid out over a fixed number of steps that torch refuses to step past.
+FIXED_LENGTH = {"OneCycleLR": "total_steps"}
+
+
+def fixed_length(block: SchedulerConfig) -> tuple[str, SchedulerConfig] | None:
+    """Where a schedule of a fixed length sits in `block` (and that block), or None: such a
+    run cannot be trained past its planned end."""
+    for segment in segments(block, 0):
+        if segment.block.name in FIXED_LENGTH:
+            return segment.key, segment.block
+    return None

@@ -24,9 +24,11 @@ from lrsched_cli.config import ConfigError, EarlyStoppingConfig, ExperimentConfi
 from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_data
 from lrsched_cli.models import build_model, resolve_model
 from lrsched_cli.planning import (
+    FIXED_LENGTH,
     Plan,
     cycles_momentum,
     explain_step,
+    fixed_length,
     momentum_of,
     plan_schedule,
     plateau_state,
@@ -270,30 +272,55 @@ def run_experiment(
         >>> result = run_experiment(load_config(Path("configs/quickstart.yaml")), Path("runs"))
     """
     experiment = prepare(cfg)
+    warnings = lint_experiment(experiment)
     if lint is not None:
-        plan = plan_schedule(experiment.config, experiment.steps_per_epoch, LINT_HORIZON)
-        lint(plan.warnings)
+        lint(warnings)
     path = store.create_run_dir(runs_dir, label or cfg.name)
     writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
-    return _execute(experiment, path, writer, [], _start_summary(experiment), observer, (0, 0))
+    summary = {**_start_summary(experiment), "warnings": warnings}
+    return _execute(experiment, path, writer, [], summary, observer, (0, 0))
 
 
-def resume_experiment(run_dir: Path, observer: RunObserver | None = None) -> RunResult:
-    """Continue a killed, interrupted or failed run in its own directory, from its checkpoint."""
+def lint_experiment(experiment: Experiment) -> list[str]:
+    """The schedule's warnings, from a rehearsal of its first LINT_HORIZON epochs."""
+    return plan_schedule(experiment.config, experiment.steps_per_epoch, LINT_HORIZON).warnings
+
+
+def resume_experiment(
+    run_dir: Path,
+    observer: RunObserver | None = None,
+    epochs: int | None = None,
+    lint: Callable[[list[str]], None] | None = None,
+) -> RunResult:
+    """Continue a killed, interrupted or failed run in its own directory, from its checkpoint;
+    with `epochs`, train a run (finished or not) on to that many epochs."""
     history = store.read_run(run_dir)
-    status = store.effective_status(history.summary)
-    if status not in RESUMABLE:
-        reason = RESUMABLE_REASONS.get(status, f"its status is {status!r}")
-        raise ConfigError(f"--resume {run_dir}: cannot resume: {reason}")
-    cfg = load_config(run_dir / store.CONFIG_FILE)
+    _check_resumable(run_dir, history, epochs)
+    cfg = load_config(run_dir / store.CONFIG_FILE, epochs=epochs)
+    if epochs is not None:
+        # The saved config is resolved: check it before prepare(), which would refuse the
+        # fixed total as a config error without saying that the resume is what asks for more.
+        _check_extensible(cfg, epochs)
     experiment = prepare(cfg)
+    if epochs is not None:
+        warnings = lint_experiment(experiment)
+        if lint is not None:
+            lint(warnings)
     # The thread count it started with: another count can round matrix products differently.
     experiment.threads = history.summary.get("threads", experiment.threads)
     done = load_checkpoint(experiment, run_dir)
-    writer = store.RunWriter(run_dir, {}, experiment.metric_columns, resume_at=done)
+    if epochs is not None and done[0] != len(history.epochs):
+        raise ConfigError(
+            f"--epochs {epochs}: {run_dir} has no checkpoint of its last epoch "
+            f"({len(history.epochs)}), so it cannot be trained on; start a new run"
+        )
+    config = experiment.config.to_dict() if epochs is not None else {}
+    writer = store.RunWriter(run_dir, config, experiment.metric_columns, resume_at=done)
     earlier = {k: v for k, v in history.summary.items() if k not in ("error", "stopped_early_at")}
     summary = {**earlier, **_start_summary(experiment), "resumed_from_epoch": done[0]}
     summary["started_unix"] = earlier.get("started_unix", summary["started_unix"])
+    if epochs is not None:
+        summary["warnings"] = warnings
     records = history.epochs[: done[0]]
     return _execute(experiment, run_dir, writer, records, summary, observer, done)
 
@@ -301,9 +328,42 @@ def resume_experiment(run_dir: Path, observer: RunObserver | None = None) -> Run
 RESUMABLE = ("interrupted", "failed", "stale")
 RESUMABLE_REASONS = {
     "running": "it is still running",
-    "completed": "it completed all its epochs",
+    "completed": "it completed all its epochs; give --epochs N to train it on to N epochs",
     "diverged": "it diverged; resuming would repeat that (lower the lr and start again)",
 }
+
+
+def _check_resumable(run_dir: Path, history: store.RunHistory, epochs: int | None) -> None:
+    status = store.effective_status(history.summary)
+    extensible = epochs is not None and status == "completed"
+    if status not in RESUMABLE and not extensible:
+        reason = RESUMABLE_REASONS.get(status, f"its status is {status!r}")
+        raise ConfigError(f"--resume {run_dir}: cannot resume: {reason}")
+    if epochs is None:
+        return
+    if epochs <= len(history.epochs):
+        raise ConfigError(
+            f"--epochs {epochs}: {run_dir} has done {len(history.epochs)} epochs already; "
+            "give more to train it on"
+        )
+    if "stopped_early_at" in history.summary:
+        raise ConfigError(
+            f"--epochs {epochs}: {run_dir} stopped early at epoch "
+            f"{history.summary['stopped_early_at']}; early stopping would stop it again"
+        )
+
+
+def _check_extensible(cfg: ExperimentConfig, epochs: int) -> None:
+    """A schedule laid out over a fixed number of steps ends with the run it was planned for."""
+    fixed = fixed_length(cfg.scheduler)
+    if fixed is not None:
+        where, block = fixed
+        key = FIXED_LENGTH[block.name]
+        raise ConfigError(
+            f"--epochs {epochs}: {where} is {block.name}, laid out over {key} "
+            f"{block.kwargs.get(key)}: torch cannot step it past the run's planned end; "
+            f"start a new run with epochs: {epochs}"
+        )
 
 
 def _execute(experiment, path, writer, records, summary, observer, start) -> RunResult:
@@ -568,10 +628,11 @@ def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> d
     summary["wall_seconds"] = summary["updated_unix"] - summary["started_unix"]
     if records:
         finite = [r for r in records if math.isfinite(r["val_loss"])]
-        best = min(finite, key=lambda r: r["val_loss"]) if finite else records[-1]
+        # No finite val loss: there is no best epoch (null, as stats.run_metrics says it)
+        best = min(finite, key=lambda r: r["val_loss"]) if finite else {}
         summary.update(
-            best_val_loss=best["val_loss"],
-            best_epoch=best["epoch"],
+            best_val_loss=best.get("val_loss"),
+            best_epoch=best.get("epoch"),
             final_val_loss=records[-1]["val_loss"],
             final_epoch=records[-1]["epoch"],
             train_seconds=sum(r["seconds"] for r in records if "seconds" in r),

@@ -72,7 +72,8 @@ class RunWriter:
     """Appends epochs as they finish; every write leaves the files readable if the process dies.
 
     With `resume_at=(epochs, steps)`, an existing run is reopened: rows past that point (work
-    done after the last checkpoint) are dropped and appending continues.
+    done after the last checkpoint) are dropped and appending continues; `config`, when not
+    empty, replaces the saved one.
     """
 
     def __init__(
@@ -84,8 +85,9 @@ class RunWriter:
     ):
         self.path = path
         self.metric_columns = metric_columns
-        if resume_at is None:
+        if config:  # a resumed run keeps its config, unless it is trained on to more epochs
             _replace_text(path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+        if resume_at is None:
             self._metrics = _open_csv(path / METRICS_FILE, metric_columns)
             self._steps = _open_csv(path / STEPS_FILE, STEP_COLUMNS)
         else:

@@ -290,3 +290,24 @@ def test_ctrl_c_keeps_finished_epochs_and_exits_130(tmp_path, spawn):
     rows = list(csv.DictReader(metrics.open()))
     assert summary["epochs_done"] == len(rows) >= 2
     assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+
+
+def test_run_json_carries_the_lint_warnings_and_stderr_shows_them(tmp_path):
+    config = write_config(tmp_path, tiny(scheduler={"name": "CosineAnnealingLR", "T_max": 2}))
+    result = invoke("run", config, "--runs-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    (warning,) = document["warnings"]
+    assert "T_max" in warning
+    assert "T_max" in result.stderr
+    (run_dir,) = run_dirs(tmp_path / "runs")
+    assert json.loads((run_dir / "summary.json").read_text())["warnings"] == [warning]
+
+
+def test_quiet_silences_warnings_but_keeps_them_in_the_summary(tmp_path):
+    config = write_config(tmp_path, tiny(scheduler={"name": "CosineAnnealingLR", "T_max": 2}))
+    result = invoke("run", config, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    (run_dir,) = run_dirs(tmp_path / "runs")
+    assert len(json.loads((run_dir / "summary.json").read_text())["warnings"]) == 1

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from conftest import tiny, train, write_config
@@ -140,9 +141,50 @@ def test_completed_and_diverged_runs_are_not_resumed(tmp_path):
     assert result.exit_code == 2 and "cannot resume" in result.stderr
 
 
-def test_resume_takes_no_overrides(tmp_path):
-    result = cli.invoke(app, ["run", "--resume", str(tmp_path), "--epochs", "3"])
+def test_resume_takes_no_overrides_but_epochs(tmp_path):
+    for extra in (["--seed", "3"], ["--set", "optimizer.lr=0.5"], ["--device", "cpu"]):
+        result = cli.invoke(app, ["run", "--resume", str(tmp_path), *extra])
+        assert result.exit_code == 2, extra
+        assert "--epochs only" in result.output
+
+
+def test_resume_with_more_epochs_trains_a_finished_run_on(tmp_path):
+    config = tiny(epochs=6, checkpoint_every=2)
+    reference = train(config, tmp_path / "reference")
+    short = train({**config, "epochs": 4}, tmp_path / "runs")
+    result = cli.invoke(app, ["run", "--resume", str(short.path), "--epochs", "6", "--quiet"])
+    assert result.exit_code == 0, result.output
+    extended = store.read_run(short.path)
+    assert without_time(extended.epochs) == without_time(reference.epochs)
+    assert extended.steps == reference.steps
+    assert extended.summary["status"] == "completed"
+    assert extended.summary["epochs_planned"] == extended.summary["epochs_done"] == 6
+    assert validate(yaml.safe_load((short.path / "config.yaml").read_text())).epochs == 6
+
+
+def test_resume_with_more_epochs_refuses_a_fixed_length_schedule(tmp_path):
+    history = train(tiny(scheduler={"name": "OneCycleLR", "max_lr": 0.1}), tmp_path)
+    before = {p.name: p.read_bytes() for p in history.path.iterdir() if p.is_file()}
+    result = cli.invoke(app, ["run", "--resume", str(history.path), "--epochs", "8"])
+    assert result.exit_code == 2, result.output
+    assert "OneCycleLR" in result.stderr and "total_steps" in result.stderr
+    assert "epochs: 8" in result.stderr
+    assert before == {p.name: p.read_bytes() for p in history.path.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("epochs", ["2", "4"])
+def test_resume_with_epochs_must_go_past_what_is_done(tmp_path, epochs):
+    history = train(tiny(), tmp_path)
+    result = cli.invoke(app, ["run", "--resume", str(history.path), "--epochs", epochs])
+    assert result.exit_code == 2, result.output
+    assert "has done 4 epochs already" in result.stderr
+
+
+def test_a_completed_run_says_how_to_train_it_on(tmp_path):
+    history = train(tiny(epochs=1), tmp_path)
+    result = cli.invoke(app, ["run", "--resume", str(history.path)])
     assert result.exit_code == 2
+    assert "--epochs N" in result.stderr
 
 
 def test_early_stopping_stops_and_is_recorded(tmp_path):
