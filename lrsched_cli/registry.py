@@ -109,10 +109,26 @@ def scheduler_spec(name: str) -> SchedulerSpec:
     return SPECS.get(name, SchedulerSpec())
 
 
+def scheduler_argument(block: SchedulerConfig, argument: str) -> Any:
+    """What torch gets for `argument` of a resolved block: the config's value, or the default in
+    torch's own signature (which a torch release may change)."""
+    if argument in block.kwargs:
+        return block.kwargs[argument]
+    return inspect.signature(scheduler_classes()[block.name]).parameters[argument].default
+
+
 def resolve_scheduler(
     cfg: SchedulerConfig, epochs: int, steps_per_epoch: int, task: str
 ) -> SchedulerConfig:
-    """Fill in what the run will use: the class name, interval, monitor, OneCycleLR total_steps."""
+    """Fill in what the run will use: the class name, interval, monitor, OneCycleLR total_steps;
+    refuse what torch would refuse mid-run."""
+    resolved = _resolve(cfg, epochs, steps_per_epoch, task)
+    if resolved.name != "none":
+        _check_cycle_lengths(resolved, epochs, steps_per_epoch)
+    return resolved
+
+
+def _resolve(cfg: SchedulerConfig, epochs: int, steps_per_epoch: int, task: str):
     name = canonical_scheduler_name(cfg.name)
     if name == "none":
         _refuse_keys(cfg, "none", ["interval", "monitor", "schedulers", "warmup", *cfg.kwargs])
@@ -436,7 +452,7 @@ def _resolve_children(cfg, name, epochs, steps_per_epoch, task) -> list[Schedule
                 "(use ReduceLROnPlateau on its own)",
                 f"{key}.name",
             )
-        resolved.append(resolve_scheduler(child, epochs, steps_per_epoch, task))
+        resolved.append(_resolve(child, epochs, steps_per_epoch, task))
     interval = cfg.interval or _default_interval(name, cfg.schedulers)
     run_length = epochs * (steps_per_epoch if interval == "step" else 1)
     milestones = cfg.kwargs.get("milestones") if name == "SequentialLR" else None
@@ -449,6 +465,115 @@ def _resolve_children(cfg, name, epochs, steps_per_epoch, task) -> list[Schedule
             data["total_steps"] = max(segment_length(i, milestones, run_length), 1)
         fitted.append(SchedulerConfig.model_validate(data))
     return fitted
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A scheduler block and the stretch of the run whose lr it sets, in the units the run
+    steps the scheduler in (optimizer steps, or epochs)."""
+
+    key: str  # its dotted path in the config
+    block: SchedulerConfig
+    start: int  # the run's steps before its first
+    length: int  # the run's steps whose lr it sets
+    # How many times torch steps it: a SequentialLR child that a later one takes over from is
+    # stepped once less (the milestone step goes to the next); None where the milestones are
+    # invalid, which torch refuses when the scheduler is built.
+    steps: int | None
+
+
+def segments(block: SchedulerConfig, run_length: int, key: str = "scheduler"):
+    """A resolved block, then every block nested in it, each with the stretch of the run it
+    governs: after the warmup, and between its SequentialLR milestones."""
+    warmup = warmup_length(block.warmup)
+    yield from _segments(Segment(key, block, warmup, run_length - warmup, run_length - warmup))
+
+
+def _segments(segment: Segment):
+    yield segment
+    block, children = segment.block, segment.block.schedulers or []
+    milestones = block.kwargs.get("milestones")
+    if block.name != "SequentialLR":
+        bounds = None
+    elif _valid_milestones(milestones, len(children)):
+        bounds = [0, *milestones, segment.length]
+    else:
+        bounds = []
+    for i, child in enumerate(children):
+        where = f"{segment.key}.schedulers.{i}"
+        if bounds is None:  # ChainedScheduler: every child runs the whole stretch
+            yield from _segments(
+                Segment(where, child, segment.start, segment.length, segment.steps)
+            )
+        elif not bounds or segment.steps is None:
+            yield from _segments(Segment(where, child, segment.start, segment.length, None))
+        else:
+            length = bounds[i + 1] - bounds[i]
+            last = i == len(children) - 1
+            steps = length - (segment.length - segment.steps) if last else length - 1
+            yield from _segments(Segment(where, child, segment.start + bounds[i], length, steps))
+
+
+def _valid_milestones(milestones: Any, children: int) -> bool:
+    return (
+        isinstance(milestones, list)
+        and len(milestones) == children - 1
+        and all(isinstance(m, int) and not isinstance(m, bool) for m in milestones)
+        and milestones == sorted(milestones)
+    )
+
+
+def _check_cycle_lengths(resolved: SchedulerConfig, epochs: int, steps_per_epoch: int) -> None:
+    """A OneCycleLR whose cycle is shorter than the steps it is given makes torch raise mid-run:
+    refuse it now, naming the key and the length to use."""
+    per_step = resolved.interval == "step"
+    unit = "step" if per_step else "epoch"
+    run_length = epochs * (steps_per_epoch if per_step else 1)
+    for segment in segments(resolved, run_length):
+        kwargs = segment.block.kwargs
+        if segment.block.name != "OneCycleLR" or segment.steps is None:
+            continue
+        given = kwargs.get("total_steps")
+        if given is None:
+            cycle_epochs, cycle_steps = kwargs.get("epochs"), kwargs.get("steps_per_epoch")
+            if not all(_is_int(n) for n in (cycle_epochs, cycle_steps)):
+                continue  # torch's own check of the arguments speaks when it is built
+            cycle = cycle_epochs * cycle_steps
+        elif _is_int(given):
+            cycle = given
+        else:
+            continue
+        if cycle >= segment.steps:
+            continue
+        if segment.key == "scheduler" and segment.start == 0:
+            span = f"{epochs} epochs x {steps_per_epoch} steps" if per_step else f"{epochs} epochs"
+        else:
+            span = f"{unit}s {segment.start + 1} to {segment.start + segment.length} of the run"
+        outcome = (
+            f"it is stepped {segment.steps} times ({span}), and torch stops the run with an "
+            f"error at {unit} {segment.start + cycle + 1}"
+        )
+        if given is not None:
+            where, fix = f"{segment.key}.total_steps", f"total_steps: {segment.length}"
+            told = f"total_steps is {given}"
+        else:
+            where = f"{segment.key}.epochs"
+            told = f"cycle is epochs x steps_per_epoch = {cycle_epochs} x {cycle_steps} = {cycle}"
+            exact = segment.length % cycle_steps == 0
+            fix = (
+                f"epochs: {segment.length // cycle_steps}"
+                if exact
+                else f"total_steps: {segment.length} in their place"
+            )
+        raise ConfigError(
+            f"{where}: OneCycleLR's {told}, but {outcome}; set {fix}, or leave the cycle's "
+            "length out and lrsched fills it in",
+            where,
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def segment_length(index: int, milestones: list | None, run_length: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ def test_plan_equals_what_the_run_records(name, tmp_path):
 LINTS = {
     "T_max shorter than the run": (
         {"name": "CosineAnnealingLR", "T_max": 2},
-        "the lr rises again after epoch 2",
+        "the lr rises again after epoch 3",  # epoch 3 trains at eta_min
     ),
     "OneCycleLR per epoch": (
         {"name": "OneCycleLR", "max_lr": 0.2, "interval": "epoch", "cycle_momentum": False},
@@ -51,6 +52,11 @@ LINTS = {
     "OneCycleLR total_steps off": (
         {"name": "OneCycleLR", "max_lr": 0.2, "total_steps": 1000, "cycle_momentum": False},
         "the cycle is cut short",
+    ),
+    "OneCycleLR epochs x steps_per_epoch longer than the run": (
+        {"name": "OneCycleLR", "max_lr": 0.2, "epochs": 5, "steps_per_epoch": 4},
+        "scheduler.epochs: OneCycleLR's cycle is 20 steps, but the run steps it 16 times: the "
+        "cycle is cut short",
     ),
     "warmup longer than the run": (
         {"name": "StepLR", "step_size": 2, "warmup": {"epochs": 6}},
@@ -247,3 +253,135 @@ def test_schema_is_the_config_models_json_schema():
     assert schema["additionalProperties"] is False
     assert {"data", "optimizer", "scheduler", "epochs"} <= set(schema["properties"])
     assert "warmup" in json.dumps(schema)
+
+
+def test_a_onecycle_total_torch_would_refuse_stops_plan_and_run_with_exit_2(tmp_path):
+    block = {"name": "OneCycleLR", "max_lr": 0.2, "total_steps": 10, "cycle_momentum": False}
+    config = write_config(tmp_path, tiny(scheduler=block))  # 4 epochs x 4 steps
+    runs = tmp_path / "runs"
+    for command in (["plan", str(config)], ["run", str(config), "--runs-dir", str(runs)]):
+        result = cli.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert "scheduler.total_steps" in result.stderr and "total_steps: 16" in result.stderr
+        assert "Traceback" not in result.output and "failed" not in result.stderr
+    assert not runs.exists(), "refused before the run directory is made"
+
+
+def _minimum_epoch(lrs: list[float]) -> int:
+    return lrs.index(min(lrs)) + 1
+
+
+RISING_COSINES = {
+    "after a warmup": {"name": "CosineAnnealingLR", "T_max": 8, "warmup": {"epochs": 3}},
+    "second SequentialLR child": {
+        "name": "SequentialLR",
+        "milestones": [5],
+        "schedulers": [
+            {"name": "ConstantLR", "factor": 0.5, "total_iters": 5},
+            {"name": "CosineAnnealingLR", "T_max": 8},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("case", RISING_COSINES, ids=list(RISING_COSINES))
+def test_t_max_warning_names_the_run_epoch_where_the_plan_bottoms_out(case):
+    planned = runner.plan_experiment(validate(tiny(epochs=20, scheduler=RISING_COSINES[case])))
+    (warning,) = [w for w in planned.warnings if "T_max" in w]
+    said = int(re.search(r"rises again after epoch (\d+)", warning).group(1))
+    assert said == _minimum_epoch(planned.epoch_lrs), warning
+    assert planned.epoch_lrs[said] > planned.epoch_lrs[said - 1], "it rises the epoch after"
+
+
+def test_t_max_warning_in_steps_names_the_step_and_its_epoch():
+    block = {"name": "CosineAnnealingLR", "T_max": 6, "interval": "step", "warmup": {"steps": 3}}
+    planned = runner.plan_experiment(validate(tiny(epochs=4, scheduler=block)))
+    (warning,) = [w for w in planned.warnings if "T_max" in w]
+    step, epoch = map(int, re.search(r"after step (\d+) \(epoch (\d+)\)", warning).groups())
+    assert step == _minimum_epoch(planned.stepped_lrs), warning
+    assert epoch == (step - 1) // planned.steps_per_epoch + 1
+
+
+def test_t_max_reaching_its_minimum_on_the_last_epoch_is_not_a_rise():
+    block = {"name": "CosineAnnealingLR", "T_max": 3}  # epochs 1-4 train at last_epoch 0-3
+    assert runner.plan_experiment(validate(tiny(epochs=4, scheduler=block))).warnings == []
+
+
+def _first_below_1e8_of_peak(scheduler, optimizer, count: int) -> int | None:
+    """The 0-based step at which torch's own lr first falls below 1e-8 x its peak so far."""
+    peak = 0.0
+    for index in range(count):
+        lr = optimizer.param_groups[0]["lr"]
+        peak = max(peak, lr)
+        if lr < 1e-8 * peak:
+            return index
+        optimizer.step()
+        scheduler.step()
+    return None
+
+
+def _sgd():
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+
+
+def test_vanishing_lr_per_step_names_the_step_its_epoch_and_interval_epoch():
+    block = {"name": "StepLR", "step_size": 3, "gamma": 0.1, "interval": "step"}
+    planned = runner.plan_experiment(validate(tiny(epochs=10, scheduler=block)))
+    optimizer = _sgd()
+    first = _first_below_1e8_of_peak(L.StepLR(optimizer, step_size=3, gamma=0.1), optimizer, 40)
+    assert first is not None
+    (warning,) = [w for w in planned.warnings if "1e-08 x its peak" in w]
+    assert f"at step {first + 1} (epoch {first // 4 + 1})" in warning, warning
+    assert "use interval: epoch" in warning
+
+
+def test_vanishing_lr_per_epoch_names_the_epoch_and_a_larger_gamma():
+    block = {"name": "ExponentialLR", "gamma": 0.5}
+    planned = runner.plan_experiment(validate(tiny(epochs=50, scheduler=block)))
+    optimizer = _sgd()
+    first = _first_below_1e8_of_peak(L.ExponentialLR(optimizer, gamma=0.5), optimizer, 50)
+    (warning,) = [w for w in planned.warnings if "1e-08 x its peak" in w]
+    assert warning.startswith("scheduler: ") and f"at epoch {first + 1}," in warning, warning
+    gamma = float(re.search(r"gamma: ([\d.]+)", warning).group(1))
+    assert 0.5 < gamma < 1 and gamma**49 == pytest.approx(0.01, rel=1e-3)
+
+
+def test_vanishing_lr_is_found_within_the_lint_horizon():
+    block = {"name": "ExponentialLR", "gamma": 0.5}
+    cfg = validate(tiny(epochs=3 * runner.LINT_HORIZON, scheduler=block))
+    planned = runner.plan_experiment(cfg, horizon=runner.LINT_HORIZON)
+    assert len(planned.epoch_lrs) == runner.LINT_HORIZON
+    assert any("at epoch 28," in w and "of the first 1000 epochs" in w for w in planned.warnings)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"name": "OneCycleLR", "max_lr": 0.2, "cycle_momentum": False},
+        {"name": "OneCycleLR", "max_lr": 0.2, "cycle_momentum": False, "final_div_factor": 1e12},
+        {"name": "CosineAnnealingLR", "T_max": 50 * 4 - 1, "interval": "step"},  # 0 at the end
+    ],
+    ids=["OneCycleLR", "OneCycleLR final_div_factor 1e12", "cosine to 0 per step"],
+)
+def test_a_tail_that_ends_near_zero_on_purpose_is_not_flagged(block):
+    planned = runner.plan_experiment(validate(tiny(epochs=50, scheduler=block)))
+    lrs = planned.stepped_lrs
+    assert min(lrs) < 1e-5 * max(lrs), "the tail does go low"
+    assert planned.warnings == []
+
+
+def test_lint_reads_torch_defaults_from_its_signature(monkeypatch):
+    """A torch release that changes a default changes the lint, as it changes the run."""
+
+    class ReduceLROnPlateau(L.ReduceLROnPlateau):
+        __module__ = L.__name__
+
+        def __init__(self, optimizer, mode="min", factor=0.1, patience=1, **kwargs):
+            super().__init__(optimizer, mode=mode, factor=factor, patience=patience, **kwargs)
+
+    block = {"name": "ReduceLROnPlateau"}
+    before = runner.plan_experiment(validate(tiny(epochs=8, scheduler=block)))
+    assert any("patience 10 >= the 8 epochs" in w for w in before.warnings)
+    monkeypatch.setattr(L, "ReduceLROnPlateau", ReduceLROnPlateau)
+    after = runner.plan_experiment(validate(tiny(epochs=8, scheduler=block)))
+    assert after.warnings == [] and min(after.epoch_lrs) < 0.1

@@ -38,7 +38,7 @@ def reference_scheduler(optimizer, block: dict, total: int):
     kwargs = {k: v for k, v in block.items() if k not in ("name", "interval", "monitor")}
     if "lr_lambda" in kwargs:
         kwargs["lr_lambda"] = LAMBDAS[str(kwargs["lr_lambda"])]
-    if block["name"] == "OneCycleLR":
+    if block["name"] == "OneCycleLR" and not {"epochs", "steps_per_epoch"} <= set(kwargs):
         kwargs.setdefault("total_steps", total)
     if block["name"] in ("SequentialLR", "ChainedScheduler"):
         children = [reference_scheduler(optimizer, c, total) for c in kwargs.pop("schedulers")]
@@ -204,3 +204,79 @@ def test_scheduler_never_steps_before_optimizer(tmp_path, recwarn):
         train(tiny(epochs=2, scheduler={"name": name, **BLOCKS[name]}), tmp_path)
     messages = [str(w.message) for w in recwarn.list]
     assert not [m for m in messages if "optimizer.step()" in m], messages
+
+
+def torch_refuses(config: dict) -> bool:
+    """Whether torch's own scheduler, stepped by plain code over the run, raises mid-run."""
+    try:
+        expected_lrs(config)
+    except ValueError as exc:
+        if "Tried to step" not in str(exc):
+            raise
+        return True
+    return False
+
+
+def _onecycle(**cycle) -> dict:
+    return {"name": "OneCycleLR", "max_lr": 0.2, "cycle_momentum": False, **cycle}
+
+
+CONSTANT = {"name": "ConstantLR", "factor": 0.5, "total_iters": 2}
+# tiny() runs 4 epochs x 4 steps = 16 steps; each case spans the length torch needs.
+CYCLE_LENGTHS = {
+    "total_steps": [({**_onecycle(total_steps=t)}, "scheduler.total_steps") for t in range(14, 19)],
+    "epochs x steps_per_epoch": [
+        (_onecycle(epochs=e, steps_per_epoch=4), "scheduler.epochs") for e in (3, 4, 5)
+    ],
+    "first SequentialLR child": [
+        (
+            {
+                "name": "SequentialLR",
+                "milestones": [6],
+                "schedulers": [_onecycle(total_steps=t), CONSTANT],
+            },
+            "scheduler.schedulers.0.total_steps",
+        )
+        for t in range(3, 8)
+    ],
+    "last SequentialLR child": [
+        (
+            {
+                "name": "SequentialLR",
+                "milestones": [6],
+                "schedulers": [CONSTANT, _onecycle(total_steps=t)],
+            },
+            "scheduler.schedulers.1.total_steps",
+        )
+        for t in range(8, 12)
+    ],
+    "ChainedScheduler child": [
+        (
+            {"name": "ChainedScheduler", "schedulers": [_onecycle(total_steps=t), CONSTANT]},
+            "scheduler.schedulers.0.total_steps",
+        )
+        for t in range(14, 18)
+    ],
+}
+
+
+@pytest.mark.parametrize("case", CYCLE_LENGTHS, ids=list(CYCLE_LENGTHS))
+def test_a_onecycle_total_torch_refuses_is_a_config_error(case):
+    """Refused while resolving the config exactly where torch would raise mid-run, naming the
+    key; accepted (and planned as torch steps it) everywhere else."""
+    from lrsched_cli import runner
+    from lrsched_cli.config import ConfigError, validate
+
+    outcomes = set()
+    for block, key in CYCLE_LENGTHS[case]:
+        config = tiny(scheduler=block)
+        refused = torch_refuses(config)
+        outcomes.add(refused)
+        if refused:
+            with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as caught:
+                runner.plan_experiment(validate(config))
+            assert caught.value.key == key
+        else:
+            planned = runner.plan_experiment(validate(config))
+            assert planned.step_lrs == pytest.approx(expected_lrs(config)[0], rel=1e-12)
+    assert outcomes == {True, False}, "each case must cover both sides of torch's limit"
