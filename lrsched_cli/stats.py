@@ -242,7 +242,10 @@ def pairwise(summaries: list[ConfigSummary], metric: str, target: float | None) 
             }
             if len(seeds) >= 2 and any(x != y for x, y in zip(xs, ys, strict=True)):
                 row["wilcoxon_p"] = float(stats.wilcoxon(xs, ys).pvalue)
-                row["ttest_p"] = _finite_or_none(float(stats.ttest_rel(xs, ys).pvalue))
+                # Equal differences in every seed (e.g. "not reached" against a constant)
+                # leave the t-test no variance: scipy warns and says p = 0; say nothing.
+                if len({x - y for x, y in zip(xs, ys, strict=True)}) > 1:
+                    row["ttest_p"] = _finite_or_none(float(stats.ttest_rel(xs, ys).pvalue))
             rows.append(row)
     return rows
 

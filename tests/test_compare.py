@@ -450,3 +450,15 @@ def test_sweep_members_carry_their_swept_values_whatever_their_names(tmp_path):
     }
     inputs = compare.collect_inputs([str(tmp_path / "config.yaml"), *write_pair(tmp_path)[1:]])
     assert set(inputs.swept) == {c.name for c in configs}  # cosine is no sweep member
+
+
+def test_equal_differences_in_every_seed_give_no_t_test(recwarn):
+    groups = {
+        "a": [history([0.9, 0.5, 0.4], seed, "a") for seed in range(3)],
+        "b": [history([0.9, 0.8, 0.7], seed, "b") for seed in range(3)],
+    }
+    summaries = stats.rank(stats.summarize(groups, target=0.5), "epochs_to_target")
+    (pair,) = stats.pairwise(summaries, "epochs_to_target", 0.5)
+    assert pair["mean_difference"] == -2 and pair["ttest_p"] is None
+    assert pair["wilcoxon_p"] == pytest.approx(0.25)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
