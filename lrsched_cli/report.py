@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 
-from rich.console import Group
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -22,32 +26,87 @@ STATUS_STYLES = {
 HEAD, TAIL = 5, 5  # rows kept at each end of a long run
 
 
-def render_run(history: RunHistory, max_rows: int = 30) -> Table:
-    """The per-epoch table: lr, losses, accuracy, time. Long runs keep both ends, every lr
-    change and the best epoch, and mark the rows left out."""
+def render_run(history: RunHistory, max_rows: int = 30) -> Fitted:
+    """The per-epoch table: lr, losses, accuracy, time, lr events. Long runs keep both ends,
+    the lr events, the best epoch and a sample of the rest, with a "…" row at every gap.
+
+    A terminal too narrow for the whole table with each lr event on two lines at most gets
+    it without the time column, then with the events listed under the table."""
+    return Fitted(lambda width: _run_table(history, max_rows, width))
+
+
+def _run_table(history: RunHistory, max_rows: int, width: int | None) -> Table:
     step_interval = history.config.get("scheduler", {}).get("interval") == "step"
-    table = Table(title=f"{history.name}  ({history.path})", title_justify="left")
-    table.add_column("epoch", justify="right")
-    table.add_column("lr (epoch start)" if step_interval else "lr", justify="right")
-    table.add_column("train loss", justify="right")
-    table.add_column("val loss", justify="right")
+    shown = _rows_to_show(history, max_rows)
+    rows = [history.epochs[index] for index in shown]
     has_accuracy = any(row.get("val_accuracy") is not None for row in history.epochs)
-    if has_accuracy:
-        table.add_column("val acc", justify="right")
-    table.add_column("time", justify="right")
-    has_events = any(row.get("lr_event") for row in history.epochs)
-    if has_events:
-        table.add_column("lr event")
+    headers = ["epoch", "lr (epoch start)" if step_interval else "lr", "train loss", "val loss"]
+    headers += ["val acc", "time"] if has_accuracy else ["time"]
+    cells = [_cells(row, has_accuracy) for row in rows]
+    events = [str(row.get("lr_event") or "") for row in rows]
+    with_time, events_in_column = _run_layout(headers, cells, events, width)
+
+    # The name only: render_summary's last line says where the run is
+    table = Table(title=history.name, title_justify="left")
+    for header in headers if with_time else headers[:-1]:
+        table.add_column(header, justify="right", no_wrap=True)  # numbers are never cut
+    if events_in_column:
+        table.add_column("lr event", overflow="fold")
     best = history.summary.get("best_epoch")
-    previous_index = 0
-    for index in _rows_to_show(history, max_rows):
+    previous_index = -1
+    for index, row, row_cells, event in zip(shown, rows, cells, events, strict=True):
         if index > previous_index + 1:
             table.add_row("…", *[""] * (len(table.columns) - 1), style="dim")
-        row = history.epochs[index]
-        events = [Text(str(row.get("lr_event") or ""))] if has_events else []
-        table.add_row(*_cells(row, has_accuracy), *events, style=_style(row, best))
+        row_cells = row_cells if with_time else row_cells[:-1]
+        table.add_row(
+            *row_cells, *([Text(event)] if events_in_column else []), style=_style(row, best)
+        )
         previous_index = index
+    if any(events) and not events_in_column:
+        listed = [
+            f"epoch {row['epoch']}: {event}"
+            for row, event in zip(rows, events, strict=True)
+            if event
+        ]
+        table.caption, table.caption_justify = "\n".join(["lr events:", *listed]), "left"
     return table
+
+
+def _run_layout(
+    headers: list[str], cells: list[list[str]], events: list[str], width: int | None
+) -> tuple[bool, bool]:
+    """(with the time column, with lr events in a column): the first of those layouts that
+    fits `width` with no event over two lines; without a width, everything."""
+    has_events = any(events)
+    if width is None:
+        return True, has_events
+    layouts = [(True, True), (False, True)] if has_events else []
+    layouts += [(True, False), (False, False)]
+    columns = [[header, *(row[i] for row in cells)] for i, header in enumerate(headers)]
+    event_width = max([len("lr event")] + [_two_line_width(e) for e in events if e])
+    for with_time, in_column in layouts:
+        widths = [max(map(cell_len, column)) for column in columns[: None if with_time else -1]]
+        widths += [event_width] if in_column else []
+        if sum(widths) + 3 * len(widths) + 1 <= width:  # padding 1 + 1 and a border each
+            return with_time, in_column
+    return layouts[-1]
+
+
+def _two_line_width(text: str) -> int:
+    """The narrowest column that word-wraps `text` onto two lines or fewer."""
+    words = text.split()
+    for width in range(max(map(cell_len, words)), cell_len(text) + 1):
+        lines, line = 1, 0
+        for word in words:
+            if line and line + 1 + cell_len(word) <= width:
+                line += 1 + cell_len(word)
+            elif line:
+                lines, line = lines + 1, cell_len(word)
+            else:
+                line = cell_len(word)
+        if lines <= 2:
+            return width
+    return cell_len(text)
 
 
 def render_plan(plan) -> Group:
@@ -116,11 +175,14 @@ def render_summary(history: RunHistory) -> Text:
         f"on {summary.get('device', '?')}{_threads_note(summary)}"
     )
     if "best_val_loss" in summary:
-        text.append(
-            f"; best val loss {format_number(summary['best_val_loss'])} "
-            f"(epoch {summary['best_epoch']}), final "
-            f"{format_number(summary['final_val_loss'])}"
-        )
+        best = summary["best_val_loss"]
+        if best is None or not math.isfinite(best):  # older summary.json files hold NaN
+            text.append(f"; no epoch had a finite val loss (final {summary['final_val_loss']})")
+        else:
+            text.append(
+                f"; best val loss {format_number(best)} (epoch {summary['best_epoch']}), "
+                f"final {format_number(summary['final_val_loss'])}"
+            )
     if "final_val_accuracy" in summary:
         text.append(f", final val acc {summary['final_val_accuracy']:.1%}")
     if "stopped_early_at" in summary:
@@ -146,16 +208,35 @@ def format_number(value: Any) -> str:
 
 
 def _rows_to_show(history: RunHistory, max_rows: int) -> list[int]:
+    """Indices of the rows to show, about `max_rows` of them: the first and last epochs and the
+    best always; then the lr events; then, where room is left, the lr changes (unless there are
+    too many to be news) and an even sample of the rest, each row of which usually costs a "…"
+    row as well."""
     rows = history.epochs
     if len(rows) <= max_rows:
         return list(range(len(rows)))
-    keep = set(range(HEAD)) | set(range(len(rows) - TAIL, len(rows)))
-    keep |= {i for i in range(1, len(rows)) if rows[i].get("lr") != rows[i - 1].get("lr")}
-    keep |= {i for i, row in enumerate(rows) if row.get("lr_event")}
-    keep |= {
-        i for i, row in enumerate(rows) if row.get("epoch") == history.summary.get("best_epoch")
-    }
-    return sorted(keep)[: max_rows * 2]
+    best = history.summary.get("best_epoch")
+    chosen = set(range(HEAD)) | set(range(len(rows) - TAIL, len(rows)))
+    chosen |= {i for i, row in enumerate(rows) if best is not None and row.get("epoch") == best}
+    events = [i for i, row in enumerate(rows) if row.get("lr_event")]
+    changes = [i for i in range(1, len(rows)) if rows[i].get("lr") != rows[i - 1].get("lr")]
+    chosen |= set(_spread([i for i in events if i not in chosen], max_rows - len(chosen)))
+    changes = [i for i in changes if i not in chosen]
+    if len(changes) <= (max_rows - len(chosen)) // 2:  # a schedule that changes every epoch
+        chosen |= set(changes)  # gets the even sample below instead
+    # The sample fills gaps: a row beside one already shown would tell little
+    apart = [i for i in range(len(rows)) if not {i - 1, i, i + 1} & chosen]
+    chosen |= set(_spread(apart, (max_rows - len(chosen)) // 2))
+    return sorted(chosen)
+
+
+def _spread(items: list[int], count: int) -> list[int]:
+    """`count` of `items`, evenly spaced, the first and the last among them."""
+    if count >= len(items):
+        return items
+    if count <= 1:
+        return items[len(items) // 2 :][:count]
+    return [items[k * (len(items) - 1) // (count - 1)] for k in range(count)]
 
 
 def _cells(row: dict[str, Any], has_accuracy: bool) -> list[str]:
@@ -202,7 +283,7 @@ def render_comparison(summaries: list[ConfigSummary], metric: str) -> Table:
         cells = [format_estimate(summary.metrics[column], column) for column in columns]
         table.add_row(
             mark + ("⚠" if summary.warnings else ""),
-            summary.name,
+            Name(summary.name),
             _seed_count(summary, metric),
             *cells,
             _run_counts(summary),
@@ -241,25 +322,91 @@ COMPARISON_COLUMNS = {  # metric -> header, the columns shown beside the ranking
 }
 
 
-def render_pairwise(rows: list[dict[str, Any]]) -> Table:
-    """Each pair: paired seeds, wins, and the paired tests' p-values."""
-    table = Table(title="pairwise, on paired seeds; wins: A-B", title_justify="left")
-    for header in ("A", "B", "seeds", "wins", "mean A-B", "Wilcoxon p", "t-test p"):
-        if header in ("A", "B"):  # names wrap in a narrow terminal; numbers are never cut
-            table.add_column(header, overflow="fold")
-        else:
-            table.add_column(header, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(
-            row["a"],
-            row["b"],
+def render_pairwise(rows: list[dict[str, Any]]) -> Fitted:
+    """Each pair: paired seeds, wins, and the paired tests' p-values. Where the terminal has no
+    room for both names beside the numbers, each pair's names sit above one another and the
+    numbers follow as one wrapped line."""
+    return Fitted(lambda width: _pairwise_table(rows, width))
+
+
+PAIRWISE_HEADERS = ("seeds", "wins", "mean A-B", "Wilcoxon p", "t-test p")
+NAME_MIN = 10  # a name column narrower than this reads as a column of fragments
+
+
+def _pairwise_table(rows: list[dict[str, Any]], width: int) -> Table:
+    numbers = [
+        [
             str(row["paired_seeds"]),
             f"{row['a_wins']}-{row['b_wins']}",
             format_number(row["mean_difference"]),
             _p_value(row["wilcoxon_p"]),
             _p_value(row["ttest_p"]),
-        )
+        ]
+        for row in rows
+    ]
+    table = Table(title="pairwise, on paired seeds; wins: A-B", title_justify="left")
+    number_width = sum(
+        max(cell_len(header), *(cell_len(cells[i]) for cells in numbers)) + 3
+        for i, header in enumerate(PAIRWISE_HEADERS)
+    )
+    longest = max((cell_len(name) for row in rows for name in (row["a"], row["b"])), default=1)
+    if number_width + 2 * (min(longest, NAME_MIN) + 3) + 1 <= width:
+        for header in ("A", "B"):
+            table.add_column(header)
+        for header in PAIRWISE_HEADERS:  # numbers are never cut
+            table.add_column(header, justify="right", no_wrap=True)
+        for row, cells in zip(rows, numbers, strict=True):
+            table.add_row(Name(row["a"]), Name(row["b"]), *cells)
+        return table
+    table.add_column("A vs B")
+    table.add_column("")
+    for row, cells in zip(rows, numbers, strict=True):
+        pair = Group(Name(row["a"]), Text("vs", style="dim"), Name(row["b"]))
+        labelled = zip(PAIRWISE_HEADERS, cells, strict=True)
+        table.add_row(pair, Text(" · ".join(f"{header} {cell}" for header, cell in labelled)))
     return table
+
+
+class Fitted:
+    """A table laid out for the width it is printed at (Rich passes it in), so that a narrow
+    terminal gets a layout that fits rather than cells cut short."""
+
+    def __init__(self, build: Callable[[int], Table]):
+        self.build = build
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.build(options.max_width)
+
+
+class Name:
+    """A config name that wraps after its separators (- _ / = space), never into an ellipsis:
+    two names that differ only at their ends must stay apart in a narrow column."""
+
+    BREAK = re.compile(r"(?<=[-_/= ])")
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        parts = self.BREAK.split(self.name)
+        return Measurement(max(map(cell_len, parts)), cell_len(self.name)).with_maximum(
+            options.max_width
+        )
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text("\n".join(wrap_name(self.name, options.max_width)), overflow="fold")
+
+
+def wrap_name(name: str, width: int) -> list[str]:
+    """`name` in lines of at most `width` cells, broken after separators where it can be."""
+    lines = [""]
+    for part in Name.BREAK.split(name):
+        if lines[-1] and cell_len(lines[-1] + part) > width:
+            lines.append("")
+        lines[-1] += part
+        while cell_len(lines[-1]) > width > 0:  # a part wider than the column is folded
+            lines[-1:] = [lines[-1][:width], lines[-1][width:]]
+    return [line.rstrip() or line for line in lines]
 
 
 def format_estimate(estimate: Estimate, metric: str = "") -> str:
