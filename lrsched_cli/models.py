@@ -175,11 +175,25 @@ def _import_file(path: Path):
     name = ".".join(parts)
     cached = sys.modules.get(name)
     if cached is not None and Path(getattr(cached, "__file__", "") or "") != path:
+        if parts[0] not in _FILE_MODULES:
+            taken = getattr(cached, "__file__", None) or "a built-in module"
+            raise ConfigError(
+                f"model.name: {path} would be imported as {name!r}, but that name is already "
+                f"taken by {taken}; rename the file",
+                "model.name",
+            )
         # Another folder's module of the same name (two configs, each with its mymodels.py).
         for loaded in [m for m in sys.modules if m == parts[0] or m.startswith(f"{parts[0]}.")]:
             del sys.modules[loaded]
     sys.path.insert(0, str(root))
     try:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
     finally:
         sys.path.remove(str(root))
+    _FILE_MODULES.add(parts[0])
+    return module
+
+
+# Top-level names that _import_file imported from the user's files: only these may be
+# replaced by another folder's file of the same name, never a module someone else imported.
+_FILE_MODULES: set[str] = set()

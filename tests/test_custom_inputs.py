@@ -196,3 +196,13 @@ def test_a_csv_with_a_word_fails_on_the_command_line_with_exit_2(tmp_path, elsew
     result = runner.invoke(app, ["plan", str(config)])
     assert result.exit_code == 2, result.output
     assert "column 'b'" in result.stderr and "line 3" in result.stderr
+
+
+def test_a_factory_file_named_like_an_imported_module_is_refused(tmp_path, elsewhere):
+    from lrsched_cli.models import resolve_model
+
+    (tmp_path / "json.py").write_text(FACTORY)
+    cfg = load_config(write_config(tmp_path, tiny(model={"name": "json:factory"})))
+    with pytest.raises(ConfigError, match="already taken by .*rename the file"):
+        resolve_model(cfg.model)
+    assert hasattr(sys.modules["json"], "dumps")  # the standard library's json is untouched
