@@ -505,7 +505,12 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         parsed = _load_yaml(value) if value.strip() else value
     except yaml.YAMLError:
         parsed = value
-    _set_key(raw, key.strip(), parsed, f"--set {override!r}")
+    key = key.strip()
+    if key.startswith("sweep.") and isinstance(raw.get("sweep", {}), dict):
+        # A sweep's keys are dotted paths themselves: `--set sweep.optimizer.lr=[0.1, 1]`.
+        raw.setdefault("sweep", {})[key.removeprefix("sweep.")] = parsed
+        return
+    _set_key(raw, key, parsed, f"--set {override!r}")
 
 
 def _set_key(raw: dict[str, Any], key: str, value: Any, label: str) -> None:

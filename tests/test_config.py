@@ -144,3 +144,10 @@ def test_sweep_names_use_the_shortest_suffix_that_reads_alone(tmp_path):
 )
 def test_sweep_labels(keys, labels):
     assert list(sweep_labels(keys).values()) == labels
+
+
+def test_a_set_adds_a_sweep_key_whole(tmp_path):
+    path = write_config(tmp_path, tiny(sweep={"scheduler.gamma": [0.1, 0.5]}))
+    configs = load_configs(path, ["sweep.optimizer.lr=[0.01, 1]"])
+    assert [c.name for c in configs][-1] == "tiny-gamma=0.5-lr=1"
+    assert len(configs) == 4
