@@ -157,7 +157,7 @@ def _lint_block(segment: Segment, plan: Plan):
         key, cycle = _cycle_length(kwargs)
         if cycle is not None and cycle > length:
             yield (
-                f"{where}.{key}: OneCycleLR's cycle is {cycle} {units}, but the run steps it "
+                f"{where}.{key}: OneCycleLR's cycle is {cycle} {units}, but it is stepped "
                 f"{length} times: the cycle is cut short before it anneals; leave the cycle's "
                 f"length out and lrsched fills in total_steps: {length}"
             )
@@ -200,14 +200,16 @@ def _cycle_length(kwargs: dict) -> tuple[str, int | None]:
     return "total_steps", None
 
 
-# An lr below this fraction of its peak so far moves the weights by float rounding only.
+# An lr below this fraction of its peak so far moves the weights by float rounding only (the
+# warning spells it 1e-8).
 VANISHING = 1e-8
 # What to change, per scheduler class, when it drives the lr below VANISHING x its peak.
 VANISHING_FIXES = {
     "StepLR": lambda block, length: "a larger step_size, or a gamma nearer 1",
     "MultiStepLR": lambda block, length: "fewer milestones, or a gamma nearer 1",
     "ExponentialLR": lambda block, length: (
-        f"a gamma nearer 1: gamma: {0.01 ** (1 / max(length - 1, 1)):.4g} ends at 1% of the start"
+        f"a gamma nearer 1, e.g. gamma: {0.01 ** (1 / max(length - 1, 1)):.4g}, which ends the "
+        "run at 1% of the start"
     ),
     "PolynomialLR": lambda block, length: f"total_iters: {length}, the length it is stepped",
     "LambdaLR": lambda block, length: "a floor in lr_lambda, e.g. max(0.001, ...)",
@@ -244,7 +246,7 @@ def _vanishing_lr(plan: Plan, parts: list[Segment]) -> list[str]:
         fix = advise(segment.block, segment.length)
     rehearsed = "" if len(lrs) == _run_length(plan) else "first "
     return [
-        f"{segment.key}: the lr falls below {VANISHING:g} x its peak ({first_peak:.3g}) at "
+        f"{segment.key}: the lr falls below 1e-8 x its peak ({first_peak:.3g}) at "
         f"{_at(plan, first)}, and {len(below)} of the {rehearsed}{len(lrs)} {_units(plan)} "
         f"train below that: they barely move the weights; use {fix}"
     ]

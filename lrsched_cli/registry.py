@@ -551,7 +551,7 @@ def _check_cycle_lengths(resolved: SchedulerConfig, epochs: int, steps_per_epoch
             span = f"{unit}s {segment.start + 1} to {segment.start + segment.length} of the run"
         outcome = (
             f"it is stepped {segment.steps} times ({span}), and torch stops the run with an "
-            f"error at {unit} {segment.start + cycle + 1}"
+            f"error at {'step' if per_step else 'the end of epoch'} {segment.start + cycle + 1}"
         )
         if given is not None:
             where, fix = f"{segment.key}.total_steps", f"total_steps: {segment.length}"
@@ -565,6 +565,8 @@ def _check_cycle_lengths(resolved: SchedulerConfig, epochs: int, steps_per_epoch
                 if exact
                 else f"total_steps: {segment.length} in their place"
             )
+            if per_step and cycle_steps != steps_per_epoch:
+                fix += f" (an epoch of this run is {steps_per_epoch} steps)"
         raise ConfigError(
             f"{where}: OneCycleLR's {told}, but {outcome}; set {fix}, or leave the cycle's "
             "length out and lrsched fills it in",

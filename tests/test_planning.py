@@ -55,7 +55,7 @@ LINTS = {
     ),
     "OneCycleLR epochs x steps_per_epoch longer than the run": (
         {"name": "OneCycleLR", "max_lr": 0.2, "epochs": 5, "steps_per_epoch": 4},
-        "scheduler.epochs: OneCycleLR's cycle is 20 steps, but the run steps it 16 times: the "
+        "scheduler.epochs: OneCycleLR's cycle is 20 steps, but it is stepped 16 times: the "
         "cycle is cut short",
     ),
     "warmup longer than the run": (
@@ -330,7 +330,7 @@ def test_vanishing_lr_per_step_names_the_step_its_epoch_and_interval_epoch():
     optimizer = _sgd()
     first = _first_below_1e8_of_peak(L.StepLR(optimizer, step_size=3, gamma=0.1), optimizer, 40)
     assert first is not None
-    (warning,) = [w for w in planned.warnings if "1e-08 x its peak" in w]
+    (warning,) = [w for w in planned.warnings if "1e-8 x its peak" in w]
     assert f"at step {first + 1} (epoch {first // 4 + 1})" in warning, warning
     assert "use interval: epoch" in warning
 
@@ -340,7 +340,7 @@ def test_vanishing_lr_per_epoch_names_the_epoch_and_a_larger_gamma():
     planned = runner.plan_experiment(validate(tiny(epochs=50, scheduler=block)))
     optimizer = _sgd()
     first = _first_below_1e8_of_peak(L.ExponentialLR(optimizer, gamma=0.5), optimizer, 50)
-    (warning,) = [w for w in planned.warnings if "1e-08 x its peak" in w]
+    (warning,) = [w for w in planned.warnings if "1e-8 x its peak" in w]
     assert warning.startswith("scheduler: ") and f"at epoch {first + 1}," in warning, warning
     gamma = float(re.search(r"gamma: ([\d.]+)", warning).group(1))
     assert 0.5 < gamma < 1 and gamma**49 == pytest.approx(0.01, rel=1e-3)
