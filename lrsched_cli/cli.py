@@ -6,7 +6,9 @@ torch is imported only inside the commands that train, so `--help` and `plot` st
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,10 +19,11 @@ import typer
 import typer.core
 
 from lrsched_cli import __version__
-from lrsched_cli.errors import ConfigError, RunNotFound
+from lrsched_cli.errors import ConfigError, RunUnusable
 
 if TYPE_CHECKING:
     from lrsched_cli.config import ExperimentConfig
+    from lrsched_cli.runner import RunningLoss
     from lrsched_cli.store import RunHistory
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_FAILED = 2, 3, 130, 1
@@ -481,7 +484,7 @@ def _exit_codes(config_path: Path | None, overrides: list[str] | None = None) ->
     except ConfigError as exc:
         _print_error("error", _locate(exc, config_path, overrides or []))
         raise typer.Exit(EXIT_USAGE) from None
-    except RunNotFound as exc:
+    except RunUnusable as exc:
         _print_error("error", str(exc))
         raise typer.Exit(EXIT_USAGE) from None
     except Exception as exc:
@@ -557,10 +560,14 @@ class _CompareProgress:
 
 
 class _ProgressObserver:
-    """The runner's observer hooks drawn as a Rich progress display. Rich's own thread redraws
-    it at most 10 times a second; the loop only updates counters, never once per batch."""
+    """The runner's observer hooks drawn as a Rich progress display: the epoch, the lr it trains
+    at, its running train loss and the last val loss. Rich's own thread redraws it at most 10
+    times a second; the loop only updates counters, and the running loss (a host sync) is read
+    no more often than the display can show it. Off a terminal (piped, redirected) nothing is
+    drawn: a live display there only leaves stray lines in the output."""
 
     LONG_EPOCH = 100  # batches; shorter epochs get no batch bar
+    REFRESH = 0.1  # seconds: Rich's redraw interval; reading the loss more often shows nothing
 
     def __init__(self, enabled: bool = True):
         from rich.progress import (
@@ -583,6 +590,8 @@ class _ProgressObserver:
         )
         self.enabled = enabled
         self.epochs_task = self.batches_task = None
+        self.val_loss: float | None = None
+        self.described_at = -math.inf
 
     def __enter__(self) -> _ProgressObserver:
         return self
@@ -594,22 +603,39 @@ class _ProgressObserver:
     def on_start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
         if not self.enabled:
             return
+        console.print(_styled("run directory: ", (str(run_dir), "bold")))
+        if not console.is_terminal:
+            return
         # Started here, not on entry: a config error raised earlier leaves no blank live area.
         self.progress.start()
-        console.print(_styled("run directory: ", (str(run_dir), "bold")))
         self.epochs_task = self.progress.add_task("epochs", total=epochs)
         if steps_per_epoch >= self.LONG_EPOCH:
             self.batches_task = self.progress.add_task("batches", total=steps_per_epoch)
 
-    def on_batches(self, epoch: int, done: int, total: int) -> None:
-        if self.batches_task is not None:
-            self.progress.update(self.batches_task, completed=done)
-
-    def on_epoch(self, record: dict[str, Any]) -> None:
-        from lrsched_cli import report
-
+    def on_batches(
+        self, epoch: int, done: int, total: int, lr: float, loss: RunningLoss
+    ) -> None:
         if self.epochs_task is None:
             return
-        val = report.format_number(record["val_loss"])
-        description = f"epoch {record['epoch']} · val loss {val}"
-        self.progress.update(self.epochs_task, advance=1, description=description)
+        if self.batches_task is not None:
+            self.progress.update(self.batches_task, completed=done)
+        now = time.monotonic()
+        if now - self.described_at >= self.REFRESH:
+            self.described_at = now
+            self._describe(epoch, lr, loss.mean())
+
+    def on_epoch(self, record: dict[str, Any]) -> None:
+        if self.epochs_task is None:
+            return
+        self.val_loss = record["val_loss"]
+        self._describe(record["epoch"], record["lr"], record["train_loss"])
+        self.progress.update(self.epochs_task, advance=1)
+
+    def _describe(self, epoch: int, lr: float, train_loss: float) -> None:
+        from lrsched_cli.report import format_number
+
+        parts = [f"epoch {epoch}", f"lr {format_number(lr)}"]
+        parts.append(f"train loss {format_number(train_loss)}")
+        if self.val_loss is not None:
+            parts.append(f"val loss {format_number(self.val_loss)}")
+        self.progress.update(self.epochs_task, description=" · ".join(parts))

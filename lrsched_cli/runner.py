@@ -19,7 +19,12 @@ import torch
 from torch import nn
 
 from lrsched_cli import __version__, store
-from lrsched_cli.checkpoint import load_checkpoint, save_checkpoint
+from lrsched_cli.checkpoint import (
+    check_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from lrsched_cli.config import ConfigError, EarlyStoppingConfig, ExperimentConfig, load_config
 from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_data
 from lrsched_cli.models import build_model, resolve_model
@@ -67,9 +72,24 @@ class RunObserver:
 
     def on_start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None: ...
 
-    def on_batches(self, epoch: int, done: int, total: int) -> None: ...
+    def on_batches(
+        self, epoch: int, done: int, total: int, lr: float, loss: RunningLoss
+    ) -> None: ...
 
     def on_epoch(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunningLoss:
+    """The epoch's train loss so far, left on the device: mean() is a host sync, so the loop
+    never calls it and an observer calls it only when it shows the value, during on_batches
+    (the sum goes on growing after)."""
+
+    total: torch.Tensor
+    samples: int
+
+    def mean(self) -> float:
+        return self.total.item() / self.samples
 
 
 @dataclass
@@ -276,9 +296,10 @@ def run_experiment(
     if lint is not None:
         lint(warnings)
     path = store.create_run_dir(runs_dir, label or cfg.name)
-    writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
-    summary = {**_start_summary(experiment), "warnings": warnings}
-    return _execute(experiment, path, writer, [], summary, observer, (0, 0))
+    with store.locked(path):
+        writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
+        summary = {**_start_summary(experiment), "warnings": warnings}
+        return _execute(experiment, path, writer, [], summary, observer, (0, 0))
 
 
 def lint_experiment(experiment: Experiment) -> list[str]:
@@ -293,36 +314,60 @@ def resume_experiment(
     lint: Callable[[list[str]], None] | None = None,
 ) -> RunResult:
     """Continue a killed, interrupted or failed run in its own directory, from its checkpoint;
-    with `epochs`, train a run (finished or not) on to that many epochs."""
-    history = store.read_run(run_dir)
-    _check_resumable(run_dir, history, epochs)
-    cfg = load_config(run_dir / store.CONFIG_FILE, epochs=epochs)
-    if epochs is not None:
-        # The saved config is resolved: check it before prepare(), which would refuse the
-        # fixed total as a config error without saying that the resume is what asks for more.
-        _check_extensible(cfg, epochs)
-    experiment = prepare(cfg)
-    if epochs is not None:
-        warnings = lint_experiment(experiment)
+    with `epochs`, train a run (finished or not) on to that many epochs. Everything is checked
+    before any file changes; `lint` gets the warnings, a restart from epoch 1 among them."""
+    with store.locked(run_dir):
+        history = store.read_run(run_dir)
+        _check_resumable(run_dir, history, epochs)
+        cfg = load_config(run_dir / store.CONFIG_FILE, epochs=epochs)
+        if epochs is not None:  # the saved config is resolved: its schedule is as it ran
+            _check_extensible(cfg, epochs)
+        experiment = prepare(cfg)
+        warnings = lint_experiment(experiment) if epochs is not None else []
+        # The thread count it started with: another count can round matrix products differently.
+        experiment.threads = history.summary.get("threads", experiment.threads)
+        state = read_checkpoint(run_dir, experiment.device)
+        if state is not None:
+            check_checkpoint(state, experiment, history)
+        if epochs is not None and (state is None or state["epoch"] != len(history.epochs)):
+            raise ConfigError(
+                f"--epochs {epochs}: {run_dir} has no checkpoint of its last epoch "
+                f"({len(history.epochs)}), so it cannot be trained on; start a new run"
+            )
+        if state is None and history.epochs:
+            warnings.append(_restart_notice(run_dir, len(history.epochs)))
         if lint is not None:
             lint(warnings)
-    # The thread count it started with: another count can round matrix products differently.
-    experiment.threads = history.summary.get("threads", experiment.threads)
-    done = load_checkpoint(experiment, run_dir)
-    if epochs is not None and done[0] != len(history.epochs):
-        raise ConfigError(
-            f"--epochs {epochs}: {run_dir} has no checkpoint of its last epoch "
-            f"({len(history.epochs)}), so it cannot be trained on; start a new run"
-        )
-    config = experiment.config.to_dict() if epochs is not None else {}
-    writer = store.RunWriter(run_dir, config, experiment.metric_columns, resume_at=done)
+        return _continue(experiment, run_dir, history, state, epochs is not None, observer)
+
+
+def _continue(experiment, run_dir, history, state, extended: bool, observer) -> RunResult:
+    """Reopen the run's files at the checkpoint (or afresh, the old rows moved aside) and train."""
+    columns = experiment.metric_columns
+    if state is None:
+        for name in (store.METRICS_FILE, store.STEPS_FILE):
+            if (run_dir / name).exists():
+                store.move_aside(run_dir / name)
+        writer = store.RunWriter(run_dir, experiment.config.to_dict(), columns)
+        done = (0, 0)
+    else:
+        done = load_checkpoint(experiment, state)
+        config = experiment.config.to_dict() if extended else {}
+        writer = store.RunWriter(run_dir, config, columns, resume_at=done)
     earlier = {k: v for k, v in history.summary.items() if k not in ("error", "stopped_early_at")}
     summary = {**earlier, **_start_summary(experiment), "resumed_from_epoch": done[0]}
     summary["started_unix"] = earlier.get("started_unix", summary["started_unix"])
-    if epochs is not None:
-        summary["warnings"] = warnings
+    if extended:
+        summary["warnings"] = lint_experiment(experiment)
     records = history.epochs[: done[0]]
     return _execute(experiment, run_dir, writer, records, summary, observer, done)
+
+
+def _restart_notice(run_dir: Path, epochs: int) -> str:
+    return (
+        f"{run_dir} has no checkpoint: it starts again from epoch 1; its {epochs} earlier "
+        f"epoch(s) are moved aside to {store.METRICS_FILE}.before-restart"
+    )
 
 
 RESUMABLE = ("interrupted", "failed", "stale")
@@ -553,7 +598,8 @@ def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor,
             scheduler.step()  # always after optimizer.step()
         loss_sum += loss.detach() * len(x)
         if (index + 1) % report_every == 0:
-            observer.on_batches(epoch, index + 1, total)
+            seen = min((index + 1) * batch_size, len(x_epoch))
+            observer.on_batches(epoch, index + 1, total, step_lrs[-1], RunningLoss(loss_sum, seen))
         if stop.requested:
             break
     return loss_sum, step_lrs
