@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lrsched_cli.errors import ConfigError
+
 if TYPE_CHECKING:
     from lrsched_cli.runner import Experiment
+    from lrsched_cli.store import RunHistory
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -34,25 +37,114 @@ def save_checkpoint(experiment: Experiment, run_dir: Path, epoch: int, step: int
     os.replace(temporary, run_dir / CHECKPOINT_FILE)
 
 
-def load_checkpoint(experiment: Experiment, run_dir: Path) -> tuple[int, int]:
-    """Restore a freshly prepared experiment to the checkpoint; returns (epoch, step) done.
+REQUIRED = ("epoch", "step", "model", "optimizer", "scheduler", "batch_rng", "dropout_rng")
 
-    Without a checkpoint, nothing is restored and the run starts again from epoch 0.
-    """
+
+def read_checkpoint(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
+    """The run's checkpoint, or None where it has none; one that cannot be read is a
+    ConfigError, raised before anything in the run directory is changed."""
     path = run_dir / CHECKPOINT_FILE
+    if not path.exists():
+        return None
     if not path.is_file():
-        return 0, 0
-    state = torch.load(path, map_location=experiment.device, weights_only=True)
+        raise ConfigError(f"{path} is not a file; move it aside to start the run again")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch.load raises many kinds on a damaged file
+        raise ConfigError(
+            f"{path} cannot be read as a checkpoint ({type(exc).__name__}); nothing was changed"
+        ) from None
+    missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ConfigError(f"{path} is not an lrsched checkpoint: it has no {', '.join(missing)}")
+    return state
+
+
+def check_checkpoint(state: dict[str, Any], experiment: Experiment, history: RunHistory) -> None:
+    """What resume relies on, checked before it cuts any file: the checkpoint matches the config
+    (state keys and shapes, optimizer and scheduler class, epoch in range), and metrics.csv and
+    steps.csv hold the checkpoint's epochs and steps, contiguous from 1."""
+    problems = _position_problems(state, experiment)
+    problems += _state_problems("model", state["model"], experiment.model.state_dict())
+    problems += _optimizer_problems(state["optimizer"], experiment.optimizer.state_dict())
+    problems += _scheduler_problems(state["scheduler"], experiment.scheduler)
+    problems += _rows_problems(METRICS, [r.get("epoch") for r in history.epochs], state["epoch"])
+    problems += _rows_problems(STEPS, [r.get("step") for r in history.steps], state["step"])
+    if problems:
+        raise ConfigError(
+            f"--resume {history.path}: the checkpoint and the run's files disagree: "
+            + "; ".join(problems[:6])
+            + ". Nothing was changed"
+        )
+
+
+def load_checkpoint(experiment: Experiment, state: dict[str, Any]) -> tuple[int, int]:
+    """Restore a freshly prepared experiment to a checked checkpoint; returns (epoch, step)."""
     experiment.model.load_state_dict(state["model"])
     experiment.optimizer.load_state_dict(state["optimizer"])
     if experiment.scheduler is not None:
         experiment.scheduler.load_state_dict(state["scheduler"])
     experiment.batch_generator.set_state(state["batch_rng"].cpu())
     torch.set_rng_state(state["dropout_rng"].cpu())
-    if state["cuda_rng"] and torch.cuda.is_available():
+    if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
     experiment.pending_event = state.get("pending_event")
     return state["epoch"], state["step"]
+
+
+METRICS, STEPS = "metrics.csv", "steps.csv"
+
+
+def _position_problems(state: dict[str, Any], experiment: Experiment) -> list[str]:
+    epoch, step, planned = state["epoch"], state["step"], experiment.config.epochs
+    if not isinstance(epoch, int) or not 1 <= epoch <= planned:
+        return [f"its epoch {epoch!r} is not between 1 and the run's {planned}"]
+    expected = epoch * experiment.steps_per_epoch
+    if step != expected:
+        return [f"its step {step!r} is not epoch {epoch} x {experiment.steps_per_epoch} steps"]
+    return []
+
+
+def _state_problems(what: str, saved: Any, built: dict[str, Any]) -> list[str]:
+    if not isinstance(saved, dict):
+        return [f"its {what} state is not a state_dict"]
+    missing, unexpected = sorted(set(built) - set(saved)), sorted(set(saved) - set(built))
+    if missing or unexpected:
+        return [f"its {what} has other parameters (missing {missing[:3]}, extra {unexpected[:3]})"]
+    return [
+        f"its {what} {key} has shape {list(saved[key].shape)}, the config builds "
+        f"{list(built[key].shape)}"
+        for key in built
+        if hasattr(built[key], "shape") and getattr(saved[key], "shape", None) != built[key].shape
+    ][:3]
+
+
+def _optimizer_problems(saved: Any, built: dict[str, Any]) -> list[str]:
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(built["param_groups"]):
+        return ["its optimizer has other parameter groups"]
+    for old, new in zip(groups, built["param_groups"], strict=True):
+        if not isinstance(old, dict) or set(old) != set(new):
+            return ["its optimizer is another class, or has other arguments, than the config's"]
+        if len(old["params"]) != len(new["params"]):
+            return ["its optimizer holds another number of parameters"]
+    return []
+
+
+def _scheduler_problems(saved: Any, scheduler: Any) -> list[str]:
+    if scheduler is None or saved is None:
+        return [] if scheduler is None and saved is None else ["its scheduler is not the config's"]
+    if not isinstance(saved, dict) or set(saved) != set(scheduler.state_dict()):
+        return [f"its scheduler state is not a {type(scheduler).__name__}'s"]
+    return []
+
+
+def _rows_problems(file: str, numbers: list[Any], needed: Any) -> list[str]:
+    if numbers != list(range(1, len(numbers) + 1)):
+        return [f"{file} does not number its rows 1, 2, 3, ..."]
+    if isinstance(needed, int) and len(numbers) < needed:
+        return [f"{file} holds {len(numbers)} rows, the checkpoint was saved after {needed}"]
+    return []
 
 
 def _without_lambdas(state: Any) -> Any:

@@ -11,5 +11,13 @@ class ConfigError(ValueError):
         self.key = key
 
 
-class RunNotFound(ValueError):
+class RunUnusable(ValueError):
+    """A run directory that cannot be used as asked: the user must fix or choose another."""
+
+
+class RunNotFound(RunUnusable):
     """A path that does not hold a readable run directory."""
+
+
+class RunInUse(RunUnusable):
+    """A run directory another lrsched process is training in."""

@@ -13,14 +13,17 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lrsched_cli.errors import RunNotFound
+from lrsched_cli.errors import RunInUse, RunNotFound
 
+LOCK_FILE = ".lock"
 CONFIG_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE = (
     "config.yaml",
     "metrics.csv",
@@ -269,3 +272,32 @@ def data_differences(datasets: list[tuple[str, dict[str, Any]]]) -> list[str]:
             keys = ", ".join(differ) or "name"
             problems.append(f"{name} uses other data than {reference_name} ({keys} differ)")
     return problems
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the run directory for this process while it trains there: a second process (two
+    resumes of one run) is refused at once. The kernel lets go when the process dies."""
+    import fcntl
+
+    handle = (Path(path) / LOCK_FILE).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunInUse(f"{path} is in use by another lrsched process; wait for it to end") from None
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def move_aside(path: Path) -> Path:
+    """Rename `path` to a free `<name>.before-restart[-N]` beside it; returns the new path."""
+    for attempt in range(1, 10_000):
+        suffix = ".before-restart" + ("" if attempt == 1 else f"-{attempt}")
+        target = path.with_name(path.name + suffix)
+        if not target.exists():
+            os.replace(path, target)
+            return target
+    raise OSError(f"no free name to move {path} aside")
