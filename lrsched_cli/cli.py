@@ -173,17 +173,22 @@ def run(
         raise typer.BadParameter(
             "--resume continues the run's saved config; of the overrides it takes --epochs only"
         )
+    observer = _ProgressObserver(enabled=not (quiet or as_json))
     with _exit_codes(config, overrides):
-        if resume is not None:
-            result = _train(None, resume, quiet, as_json, strict, epochs)
-        else:
-            from lrsched_cli.config import load_config  # pydantic: only for commands that load
+        try:
+            if resume is not None:
+                result = _train(None, resume, observer, quiet, strict, epochs)
+            else:
+                from lrsched_cli.config import load_config  # pydantic: only for commands that load
 
-            cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
-            result = _train(cfg, runs_dir, quiet, as_json, strict)
-        history = store.read_run(result.path)
-        _draw_plots(history, history.path)
-        _render_result(history, as_json, quiet)
+                cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
+                result = _train(cfg, runs_dir, observer, quiet, strict)
+            history = store.read_run(result.path)
+            _draw_plots(history, history.path)
+            _render_result(history, as_json, quiet)
+        except KeyboardInterrupt:  # a second Ctrl-C, after training: still say how to go on
+            _print_resume_hint(observer.run_dir)
+            raise
         raise typer.Exit(STATUS_EXIT_CODES.get(result.status, EXIT_FAILED))
 
 
@@ -306,8 +311,8 @@ def plot(
 def _train(
     cfg: ExperimentConfig | None,
     directory: Path,
+    observer: _ProgressObserver,
     quiet: bool,
-    as_json: bool,
     strict: bool,
     epochs: int | None = None,
 ):
@@ -319,7 +324,7 @@ def _train(
     def lint(warnings: list[str]) -> None:
         _warn(warnings, strict, quiet)
 
-    with _ProgressObserver(enabled=not (quiet or as_json)) as observer:
+    with observer:
         if cfg is None:
             return runner.resume_experiment(directory, observer, epochs, lint)
         return runner.run_experiment(cfg, directory, observer, lint=lint)
@@ -467,8 +472,15 @@ def _render_result(history: RunHistory, as_json: bool, quiet: bool) -> None:
     else:
         console.print(report.render_run(history))
         console.print(report.render_summary(history))
-    if history.summary.get("status") == "interrupted":
-        err.print(f"resume with: lrsched run --resume {history.path}", highlight=False)
+    _print_resume_hint(history.path)
+
+
+def _print_resume_hint(run_dir: Path | None) -> None:
+    """How to go on with a run that stopped part way (none for a finished one)."""
+    from lrsched_cli import store
+
+    if run_dir is not None and store.resumable(run_dir):
+        err.print(f"resume with: lrsched run --resume {run_dir}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -575,21 +587,22 @@ class _ProgressObserver:
             MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
+        # At 80 columns the bar gives way, never the counts or the time left
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            BarColumn(bar_width=None),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TimeRemainingColumn(table_column=Column(no_wrap=True)),
             console=console.get(),
             transient=True,
         )
         self.enabled = enabled
         self.epochs_task = self.batches_task = None
+        self.run_dir: Path | None = None  # known once the run directory exists
         self.val_loss: float | None = None
         self.described_at = -math.inf
 
@@ -601,6 +614,7 @@ class _ProgressObserver:
             self.progress.stop()
 
     def on_start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
+        self.run_dir = run_dir
         if not self.enabled:
             return
         console.print(_styled("run directory: ", (str(run_dir), "bold")))
@@ -634,8 +648,8 @@ class _ProgressObserver:
     def _describe(self, epoch: int, lr: float, train_loss: float) -> None:
         from lrsched_cli.report import format_number
 
-        parts = [f"epoch {epoch}", f"lr {format_number(lr)}"]
-        parts.append(f"train loss {format_number(train_loss)}")
+        # Short labels: the bar, the count and the times must still fit 80 columns
+        parts = [f"epoch {epoch}", f"lr {format_number(lr)}", f"train {format_number(train_loss)}"]
         if self.val_loss is not None:
-            parts.append(f"val loss {format_number(self.val_loss)}")
+            parts.append(f"val {format_number(self.val_loss)}")
         self.progress.update(self.epochs_task, description=" · ".join(parts))

@@ -23,6 +23,8 @@ LR_SCALES = ("auto", "linear", "log")  # auto: log where the lr spans a decade o
 def plot_run(history: RunHistory, out_dir: Path, lr_scale: str = "auto") -> list[Path]:
     """Draw lr.png, loss.png and, for classification, accuracy.png; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not history.epochs:  # stopped before its first epoch ended: a normal state, said so
+        return [_no_epochs(history, out_dir / name) for name in ("lr.png", "loss.png")]
     paths = [
         plot_lr(history, out_dir / "lr.png", lr_scale),
         plot_losses(history, out_dir / "loss.png"),
@@ -112,6 +114,19 @@ def _mark_events(axes: Axes, history: RunHistory) -> None:
             xytext=(-2, -4),
             textcoords="offset points",
         )
+
+
+TITLES = {"lr": "learning rate", "loss": "loss"}
+
+
+def _no_epochs(history: RunHistory, path: Path) -> Path:
+    figure, axes = _figure(f"{history.name}: {TITLES[path.stem]}")
+    status = history.summary.get("status", "unknown")
+    axes.text(0.5, 0.5, f"no finished epoch yet (status: {status})", ha="center", va="center")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    figure.savefig(path)
+    return path
 
 
 def _plot_momentum(axes: Axes, epochs: list, momentum: list) -> None:

@@ -370,7 +370,7 @@ def _restart_notice(run_dir: Path, epochs: int) -> str:
     )
 
 
-RESUMABLE = ("interrupted", "failed", "stale")
+RESUMABLE = store.RESUMABLE
 RESUMABLE_REASONS = {
     "running": "it is still running",
     "completed": "it completed all its epochs; give --epochs N to train it on to N epochs",

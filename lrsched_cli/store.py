@@ -114,6 +114,18 @@ class RunWriter:
         self._steps.handle.close()
 
 
+RESUMABLE = ("interrupted", "failed", "stale")  # what `lrsched run --resume` continues
+
+
+def resumable(path: Path) -> bool:
+    """Whether the run in `path` stopped part way, by its summary.json."""
+    try:
+        summary = json.loads((Path(path) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and effective_status(summary) in RESUMABLE
+
+
 def effective_status(summary: dict[str, Any]) -> str:
     """The summary's status, or `stale` for a `running` run whose process is gone."""
     status = summary.get("status", "unknown")
