@@ -92,10 +92,10 @@ def test_the_progress_line_shows_epoch_lr_running_train_loss_and_val_loss(
         result = runner.run_experiment(validate(SMALL), tmp_path, observer)
     epochs = store.read_run(result.path).epochs
     assert len(count_items) == 1, "the running loss is read no more often than it is drawn"
-    assert observer.descriptions[0].startswith("epoch 1 · lr 0.1 · train loss ")
+    assert observer.descriptions[0].startswith("epoch 1 · lr 0.1 · train ")
     assert observer.descriptions[1:] == [
         f"epoch {row['epoch']} · lr {format_number(row['lr'])} · "
-        f"train loss {format_number(row['train_loss'])} · val loss {format_number(row['val_loss'])}"
+        f"train {format_number(row['train_loss'])} · val {format_number(row['val_loss'])}"
         for row in epochs
     ]
 
