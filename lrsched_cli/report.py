@@ -394,10 +394,10 @@ class Name:
         )
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield Text("\n".join(wrap_name(self.name, options.max_width)), overflow="fold")
+        yield Text("\n".join(_wrap_name(self.name, options.max_width)), overflow="fold")
 
 
-def wrap_name(name: str, width: int) -> list[str]:
+def _wrap_name(name: str, width: int) -> list[str]:
     """`name` in lines of at most `width` cells, broken after separators where it can be."""
     lines = [""]
     for part in Name.BREAK.split(name):
