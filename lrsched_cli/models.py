@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import functools
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import math
 import sys
@@ -142,8 +145,14 @@ def _resolve_factory(cfg: ModelConfig) -> ModelConfig:
 
 def _import_factory(target: str) -> Callable[..., nn.Module]:
     """The factory `module:name`, or `/path/file.py:name` (config.find_factory's form), which is
-    imported as a module of its package when its folder has an `__init__.py`."""
+    imported as a module of its package when its folder has an `__init__.py`.
+
+    Only a function or class that the module's own source defines is accepted, and that is
+    checked in the source before the module is imported: `os:system`, `builtins:eval` or
+    `this:x` are refused with nothing imported, called or printed."""
     module_name, _, attribute = target.rpartition(":")
+    source = _factory_source(module_name, target)
+    _check_defined(source, module_name, attribute)
     try:
         if module_name.endswith(".py"):
             module = _import_file(Path(module_name))
@@ -154,14 +163,93 @@ def _import_factory(target: str) -> Callable[..., nn.Module]:
             f"model.name: cannot load factory {target!r}: {exc}", "model.name"
         ) from None
     factory = getattr(module, attribute, None)
-    if not callable(factory):
-        names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+    # The source said `def`/`class`, but a decorator or a later assignment can rebind the name.
+    defined_here = getattr(factory, "__module__", None) == module.__name__
+    if not (inspect.isfunction(factory) or inspect.isclass(factory)) or not defined_here:
+        raise ConfigError(
+            f"model.name: {module_name}.{attribute} is not a function or class defined in "
+            f"{module_name}; a factory must be one",
+            "model.name",
+        )
+    return factory
+
+
+def _factory_source(module_name: str, target: str) -> Path:
+    """The Python file that holds `module_name`, found without running any module's code."""
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise ConfigError(
+                f"model.name: cannot load factory {target!r}: no such file", "model.name"
+            )
+        return path
+    try:
+        spec = _find_spec(module_name)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(
+            f"model.name: cannot load factory {target!r}: {exc}", "model.name"
+        ) from None
+    if spec is None:
+        raise ConfigError(
+            f"model.name: cannot load factory {target!r}: no module named {module_name!r}",
+            "model.name",
+        )
+    # Frozen standard modules (os) keep the path of their source in loader_state.
+    origin = getattr(spec.loader_state, "filename", None) if spec.origin == "frozen" else None
+    origin = origin or (spec.origin if spec.has_location else None)
+    if not origin or not origin.endswith(".py"):
+        raise ConfigError(
+            f"model.name: {module_name} is built into Python or compiled, not a Python file; "
+            "a factory must be a function or class defined in a .py module",
+            "model.name",
+        )
+    return Path(origin)
+
+
+def _find_spec(name: str):
+    """importlib's spec for `name`. Unlike importlib.util.find_spec, a dotted name's parent
+    packages are searched, not imported, so their `__init__.py` does not run."""
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return getattr(loaded, "__spec__", None)
+    parent, _, _ = name.rpartition(".")
+    if not parent:
+        return importlib.util.find_spec(name)
+    parent_spec = _find_spec(parent)
+    locations = parent_spec.submodule_search_locations if parent_spec else None
+    if not locations:
+        return None
+    return importlib.machinery.PathFinder.find_spec(name, list(locations))
+
+
+def _check_defined(source: Path, module_name: str, attribute: str) -> None:
+    """Refuse `attribute` unless `source` defines it with a top-level `def` or `class`: a name
+    imported from elsewhere (os's `system`), a builtin or a plain value is not a factory."""
+    try:
+        tree = ast.parse(source.read_bytes(), filename=str(source))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ConfigError(
+            f"model.name: cannot read {source}: {type(exc).__name__}", "model.name"
+        ) from None
+    defined, pending = set(), list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.If | ast.Try | ast.With):  # `if TYPE_CHECKING:`, `try:` ...
+            for block in ("body", "orelse", "handlers", "finalbody"):
+                pending += getattr(node, block, [])
+        elif isinstance(node, ast.ExceptHandler):
+            pending += node.body
+    if attribute not in defined:
+        names = sorted(n for n in defined if not n.startswith("_"))
         close = difflib.get_close_matches(attribute, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"model.name: {module_name} has no factory {attribute!r}{hint}", "model.name"
+            f"model.name: {module_name} defines no function or class {attribute!r}{hint} "
+            "(a factory must be defined in the module it is named by)",
+            "model.name",
         )
-    return factory
 
 
 def _import_file(path: Path):
