@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,9 +33,15 @@ def save_checkpoint(experiment: Experiment, run_dir: Path, epoch: int, step: int
         "dropout_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
+    buffer = io.BytesIO()  # serialized first: a full disk then raises OSError, not torch's own
+    torch.save(state, buffer)
     temporary = run_dir / f".{CHECKPOINT_FILE}.tmp"
-    torch.save(state, temporary)
-    os.replace(temporary, run_dir / CHECKPOINT_FILE)
+    try:
+        temporary.write_bytes(buffer.getbuffer())
+        os.replace(temporary, run_dir / CHECKPOINT_FILE)
+    except BaseException:  # a full disk: the previous checkpoint stays whole, and no debris
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 REQUIRED = ("epoch", "step", "model", "optimizer", "scheduler", "batch_rng", "dropout_rng")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -283,10 +283,12 @@ def run_experiment(
     observer: RunObserver | None = None,
     label: str | None = None,
     lint: Callable[[list[str]], None] | None = None,
+    stop: StopEvent | None = None,
 ) -> RunResult:
     """Train `cfg` and write its run directory under `runs_dir`, named after `label` or the
     config's name. `lint` gets the schedule's warnings before the directory exists, and may
-    raise to stop the run there.
+    raise to stop the run there. Setting `stop` (from another thread or process) stops the run
+    after its current batch, as a Ctrl-C does; a Ctrl-C here sets it.
 
     Example:
         >>> result = run_experiment(load_config(Path("configs/quickstart.yaml")), Path("runs"))
@@ -299,7 +301,7 @@ def run_experiment(
     with store.locked(path):
         writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
         summary = {**_start_summary(experiment), "warnings": warnings}
-        return _execute(experiment, path, writer, [], summary, observer, (0, 0))
+        return _execute(experiment, path, writer, [], summary, observer, (0, 0), stop)
 
 
 def lint_experiment(experiment: Experiment) -> list[str]:
@@ -411,7 +413,9 @@ def _check_extensible(cfg: ExperimentConfig, epochs: int) -> None:
         )
 
 
-def _execute(experiment, path, writer, records, summary, observer, start) -> RunResult:
+def _execute(
+    experiment, path, writer, records, summary, observer, start, stop=None
+) -> RunResult:
     """Train from `start` (epochs, steps done), keeping each epoch on disk as it ends."""
     observer = observer or RunObserver()
     cfg = experiment.config
@@ -431,7 +435,7 @@ def _execute(experiment, path, writer, records, summary, observer, start) -> Run
 
     try:
         with torch_threads(experiment.threads):
-            status = train(experiment, keep_epoch, observer, start, list(records))
+            status = train(experiment, keep_epoch, observer, start, list(records), stop)
         if status == "stopped_early":
             summary["stopped_early_at"] = records[-1]["epoch"]
             status = "completed"
@@ -442,10 +446,24 @@ def _execute(experiment, path, writer, records, summary, observer, start) -> Run
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise RunFailed(path, exc) from exc
     finally:
-        writer.close()
         _finish_summary(summary, records)
-        writer.write_summary(summary)
+        _close(writer, summary, path)
     return RunResult(path, summary["status"], summary)
+
+
+def _close(writer: store.RunWriter, summary: dict[str, Any], path: Path) -> None:
+    """Close the run's files and write its last summary. On a full disk that can fail too:
+    a failed run keeps the error that stopped it (it names the directory); a run that had
+    ended well fails here, naming it."""
+    try:
+        writer.close()
+    except OSError:
+        pass  # every finished epoch was flushed as it ended
+    try:
+        writer.write_summary(summary)
+    except OSError as exc:
+        if summary["status"] != "failed":
+            raise RunFailed(path, exc) from exc
 
 
 def train(
@@ -454,6 +472,7 @@ def train(
     observer: RunObserver,
     start: tuple[int, int] = (0, 0),
     done: list[dict[str, Any]] = (),
+    stop_event: StopEvent | None = None,
 ) -> str:
     """The loop: train every batch, validate, then step an epoch scheduler; returns the status.
 
@@ -466,7 +485,7 @@ def train(
     if start == (0, 0):
         torch.manual_seed(experiment.dropout_seed)  # the global stream is dropout's alone
     first_epoch, step = start
-    with _stop_after_batch_on_sigint() as stop:
+    with _stop_after_batch_on_sigint(stop_event) as stop:
         for epoch in range(first_epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()
             lrs = [float(group["lr"]) for group in optimizer.param_groups]  # before any step
@@ -707,21 +726,46 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class StopEvent(Protocol):
+    """What stops a run from outside it: a threading.Event, or a flag shared between processes."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+
 class _StopFlag:
-    requested = False
+    """Stop requested by a Ctrl-C in this process, or by whoever else holds `event`."""
+
+    def __init__(self, event: StopEvent | None = None):
+        self.event = event
+        self._requested = False
+
+    @property
+    def requested(self) -> bool:
+        return self._requested or (self.event is not None and self.event.is_set())
+
+    def request(self) -> None:
+        self._requested = True
+        if self.event is not None:
+            self.event.set()
 
 
 @contextmanager
-def _stop_after_batch_on_sigint() -> Iterator[_StopFlag]:
-    """The first Ctrl-C finishes the current batch and stops; a second one stops at once."""
-    flag = _StopFlag()
-    if threading.current_thread() is threading.main_thread():
+def _stop_after_batch_on_sigint(event: StopEvent | None = None) -> Iterator[_StopFlag]:
+    """The first Ctrl-C finishes the current batch and stops; a second one stops at once.
+
+    A process that ignores SIGINT (a compare worker, whose parent decides) keeps ignoring it.
+    """
+    flag = _StopFlag(event)
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         previous = signal.getsignal(signal.SIGINT)
 
         def request_stop(signum, frame):
             if flag.requested:
                 raise KeyboardInterrupt
-            flag.requested = True
+            flag.request()
 
         signal.signal(signal.SIGINT, request_stop)
         try:

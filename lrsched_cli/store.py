@@ -149,8 +149,12 @@ def _process_alive(pid: Any) -> bool:
 
 def _replace_text(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except BaseException:  # a full disk: leave no half-written file behind
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
