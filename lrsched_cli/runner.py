@@ -500,7 +500,10 @@ def train(
             record.update(momentum=epoch_momentum, lr_event=experiment.pending_event)
             experiment.pending_event = None
             finite = math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])
-            if scheduler is not None and not experiment.steps_scheduler_per_batch and finite:
+            # An epoch schedule steps every epoch, as `plan` shows it; a non-finite metric is
+            # never fed to ReduceLROnPlateau (it would count as a bad epoch): that step is skipped.
+            fed = not needs_metric or math.isfinite(record[cfg.scheduler.monitor])
+            if scheduler is not None and not experiment.steps_scheduler_per_batch and fed:
                 _step_epoch_scheduler(experiment, record, needs_metric)
             record["seconds"] = time.perf_counter() - started
             keep_epoch(record, [(step + i + 1, epoch, lr) for i, lr in enumerate(step_lrs)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import numbers
 import os
 import re
@@ -106,8 +107,10 @@ class RunWriter:
         self._metrics.handle.flush()
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """Replace summary.json whole (write, then rename): readers never see half a file."""
-        _replace_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        """Replace summary.json whole (write, then rename): readers never see half a file.
+        A non-finite number (a diverged run's loss) is written as null: strict JSON has none."""
+        text = json.dumps(_finite_or_null(summary), indent=2, allow_nan=False)
+        _replace_text(self.path / SUMMARY_FILE, text + "\n")
 
     def close(self) -> None:
         self._metrics.handle.close()
@@ -124,6 +127,16 @@ def resumable(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(summary, dict) and effective_status(summary) in RESUMABLE
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def effective_status(summary: dict[str, Any]) -> str:

@@ -220,6 +220,19 @@ def test_nonfinite_continue_keeps_training_and_never_feeds_nan_to_plateau(tmp_pa
     assert history.column("lr") == [1e30] * 4  # NaN epochs are skipped, not counted as bad
 
 
+def test_nonfinite_continue_steps_an_epoch_schedule_as_planned(tmp_path):
+    config = tiny(
+        epochs=5,
+        on_nonfinite="continue",
+        optimizer={"name": "SGD", "lr": 1e30},
+        scheduler={"name": "StepLR", "step_size": 1, "gamma": 0.5},
+    )
+    history = train(config, tmp_path)
+    assert history.summary["nonfinite_epochs"]
+    assert history.column("lr") == runner.plan_experiment(validate(config)).epoch_lrs
+    assert history.column("lr")[-1] == 1e30 * 0.5**4
+
+
 def test_diverged_run_stops_at_the_first_nonfinite_epoch(tmp_path):
     history = train(tiny(epochs=20, optimizer={"name": "SGD", "lr": 1e30}), tmp_path)
     assert history.summary["status"] == "diverged"
@@ -227,3 +240,6 @@ def test_diverged_run_stops_at_the_first_nonfinite_epoch(tmp_path):
     assert not (last["train_loss"] < float("inf") and last["val_loss"] < float("inf"))
     rows = list(csv.DictReader((history.path / "metrics.csv").open()))
     assert len(rows) == history.summary["epochs_done"]
+    text = (history.path / "summary.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"summary.json holds {name}"))
+    assert history.summary["final_val_loss"] is None
