@@ -25,6 +25,25 @@ STATUS_STYLES = {
 }
 HEAD, TAIL = 5, 5  # rows kept at each end of a long run
 
+# C0 and C1 control characters (ESC starts a terminal escape sequence, BEL ends a title one, CR
+# rewrites the line) and the bidirectional overrides that reorder what a reader sees.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_OR_NEWLINE = re.compile(f"[\n{_CONTROL.pattern[1:-1]}]")
+
+
+def printable(value: Any, lines: bool = False) -> str:
+    """`value` as text that shows as written: each control character spelt as an escape
+    (`\\x1b`), newlines kept only with `lines`. Rich markup is left alone: print the result
+    as a `Text`, never as a markup string."""
+    pattern = _CONTROL if lines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
+def plain(value: Any, style: str | None = None, lines: bool = False) -> Text:
+    """A user's string (a name, a path, a cell from a file) for the terminal: a `Text`, so
+    `[/]` or `[link=...]` stay characters, with control characters escaped."""
+    return Text(printable(value, lines), style=style or "")
+
 
 def render_run(history: RunHistory, max_rows: int = 30) -> Fitted:
     """The per-epoch table: lr, losses, accuracy, time, lr events. Long runs keep both ends,
@@ -47,7 +66,7 @@ def _run_table(history: RunHistory, max_rows: int, width: int | None) -> Table:
     with_time, events_in_column = _run_layout(headers, cells, events, width)
 
     # The name only: render_summary's last line says where the run is
-    table = Table(title=history.name, title_justify="left")
+    table = Table(title=plain(history.name), title_justify="left")
     for header in headers if with_time else headers[:-1]:
         table.add_column(header, justify="right", no_wrap=True)  # numbers are never cut
     if events_in_column:
@@ -57,9 +76,9 @@ def _run_table(history: RunHistory, max_rows: int, width: int | None) -> Table:
     for index, row, row_cells, event in zip(shown, rows, cells, events, strict=True):
         if index > previous_index + 1:
             table.add_row("…", *[""] * (len(table.columns) - 1), style="dim")
-        row_cells = row_cells if with_time else row_cells[:-1]
+        row_cells = [plain(cell) for cell in (row_cells if with_time else row_cells[:-1])]
         table.add_row(
-            *row_cells, *([Text(event)] if events_in_column else []), style=_style(row, best)
+            *row_cells, *([plain(event)] if events_in_column else []), style=_style(row, best)
         )
         previous_index = index
     if any(events) and not events_in_column:
@@ -68,7 +87,8 @@ def _run_table(history: RunHistory, max_rows: int, width: int | None) -> Table:
             for row, event in zip(rows, events, strict=True)
             if event
         ]
-        table.caption, table.caption_justify = "\n".join(["lr events:", *listed]), "left"
+        caption = plain("\n".join(["lr events:", *map(printable, listed)]), lines=True)
+        table.caption, table.caption_justify = caption, "left"
     return table
 
 
@@ -143,7 +163,7 @@ def render_plan(plan) -> Group:
             cells.append(format_number(plan.momentum[index]))
         table.add_row(*cells)
         previous = index
-    parts = [Text(title), table]
+    parts = [plain(title), table]
     if plan.plateau is not None:
         parts.append(
             Text(
@@ -167,17 +187,20 @@ def render_summary(history: RunHistory) -> Text:
     summary = history.summary
     status = effective_status(summary)
     text = Text()
-    text.append(f"{status}", style=STATUS_STYLES.get(status, "bold"))
+    # summary.json may come from elsewhere: each value it gives is printed as plain text.
+    text.append(printable(status), style=STATUS_STYLES.get(status, "bold"))
     seconds = summary.get("train_seconds", summary.get("wall_seconds", 0))
     text.append(
-        f": {summary.get('epochs_done', len(history.epochs))}/"
-        f"{summary.get('epochs_planned', '?')} epochs, {seconds:.1f} s of training "
-        f"on {summary.get('device', '?')}{_threads_note(summary)}"
+        printable(
+            f": {summary.get('epochs_done', len(history.epochs))}/"
+            f"{summary.get('epochs_planned', '?')} epochs, {seconds:.1f} s of training "
+            f"on {summary.get('device', '?')}{_threads_note(summary)}"
+        )
     )
     if "best_val_loss" in summary:
         best = summary["best_val_loss"]
         if best is None or not math.isfinite(best):  # older summary.json files hold NaN
-            text.append(f"; no epoch had a finite val loss (final {summary['final_val_loss']})")
+            text.append("; no epoch had a finite val loss")
         else:
             text.append(
                 f"; best val loss {format_number(best)} (epoch {summary['best_epoch']}), "
@@ -188,9 +211,10 @@ def render_summary(history: RunHistory) -> Text:
     if "stopped_early_at" in summary:
         text.append(f"\nstopped early at epoch {summary['stopped_early_at']}: no improvement")
     if status == "stale":
-        text.append(f"\nprocess {summary.get('pid')} is gone; its finished epochs are kept")
+        pid = printable(summary.get("pid"))
+        text.append(f"\nprocess {pid} is gone; its finished epochs are kept")
     text.append("\nrun directory: ")
-    text.append(str(history.path), style="bold")
+    text.append(printable(history.path), style="bold")
     return text
 
 
@@ -286,12 +310,13 @@ def render_comparison(summaries: list[ConfigSummary], metric: str) -> Table:
             Name(summary.name),
             _seed_count(summary, metric),
             *cells,
-            _run_counts(summary),
+            plain(_run_counts(summary)),
             style="bold green" if mark == "★" else None,
         )
     notes = _comparison_notes(summaries)
     if notes:
-        table.caption, table.caption_justify = "\n".join(notes), "left"
+        caption = plain("\n".join(map(printable, notes)), lines=True)
+        table.caption, table.caption_justify = caption, "left"
     return table
 
 
@@ -385,7 +410,7 @@ class Name:
     BREAK = re.compile(r"(?<=[-_/= ])")
 
     def __init__(self, name: str):
-        self.name = name
+        self.name = printable(name)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         parts = self.BREAK.split(self.name)
