@@ -87,10 +87,21 @@ err = _LazyConsole(stderr=True)
 
 
 def _styled(*parts) -> Any:
-    """Rich Text from plain strings and (string, style) pairs: never parsed as markup."""
+    """Rich Text from plain strings and (string, style) pairs: never parsed as markup, and
+    control characters escaped (names, paths and messages quote user input). Everything that
+    prints a user's string goes through here or through report.plain."""
     from rich.text import Text
 
-    return Text.assemble(*parts)
+    from lrsched_cli.report import printable
+
+    return Text.assemble(
+        *(
+            (printable(part[0], lines=True), part[1])
+            if isinstance(part, tuple)
+            else printable(part, lines=True)
+            for part in parts
+        )
+    )
 
 
 RunsDir = Annotated[
@@ -305,7 +316,7 @@ def plot(
             out = out or store.create_run_dir(runs_dir, "overlay")
             paths = plots.plot_comparison(plots.overlay_groups(histories), out, lr_scale)
         for path in paths:
-            console.print(str(path), highlight=False, soft_wrap=True)
+            console.print(_styled(str(path)), soft_wrap=True)
 
 
 def _train(
@@ -346,7 +357,7 @@ def plan(
 
         configs = load_configs(config, overrides or [], epochs=epochs)
         if len(configs) > 1:
-            console.print(f"{config}: {len(configs)} configs from its sweep: block", highlight=False)
+            console.print(_styled(f"{config}: {len(configs)} configs from its sweep: block"))
         warnings = [_plan_one(cfg, png, sweep=len(configs) > 1) for cfg in configs]
         if strict and any(warnings):
             _print_error("error", f"{sum(map(len, warnings))} warning(s) and --strict")
@@ -365,7 +376,7 @@ def _plan_one(cfg: ExperimentConfig, png: Path | None, sweep: bool) -> list[str]
         # One PNG per sweep member, named after it, beside the one asked for.
         member = cfg.name.replace("/", "_")
         path = png.with_name(f"{png.stem}-{member}{png.suffix}") if sweep else png
-        console.print(str(plot_plan(planned, path)))
+        console.print(_styled(str(plot_plan(planned, path))), soft_wrap=True)
     warnings = [f"{cfg.name}: {w}" if sweep else w for w in planned.warnings]
     _warn(warnings, strict=False, quiet=False)
     return warnings
@@ -480,7 +491,7 @@ def _print_resume_hint(run_dir: Path | None) -> None:
     from lrsched_cli import store
 
     if run_dir is not None and store.resumable(run_dir):
-        err.print(f"resume with: lrsched run --resume {run_dir}", highlight=False, soft_wrap=True)
+        err.print(_styled(f"resume with: lrsched run --resume {run_dir}"), soft_wrap=True)
 
 
 @contextmanager

@@ -103,7 +103,7 @@ def _mark_events(axes: Axes, history: RunHistory) -> None:
     for epoch, text in events[:12]:  # more would be unreadable
         axes.axvline(epoch, color="grey", ls=":", lw=0.8)
         axes.annotate(
-            text,
+            _literal(text),
             (epoch, 1),
             xycoords=("data", "axes fraction"),
             rotation=90,
@@ -122,7 +122,8 @@ TITLES = {"lr": "learning rate", "loss": "loss"}
 def _no_epochs(history: RunHistory, path: Path) -> Path:
     figure, axes = _figure(f"{history.name}: {TITLES[path.stem]}")
     status = history.summary.get("status", "unknown")
-    axes.text(0.5, 0.5, f"no finished epoch yet (status: {status})", ha="center", va="center")
+    note = _literal(f"no finished epoch yet (status: {status})")
+    axes.text(0.5, 0.5, note, ha="center", va="center")
     axes.set_xticks([])
     axes.set_yticks([])
     figure.savefig(path)
@@ -182,7 +183,7 @@ def _figure(title: str, wide: bool = False):
     size = (FIGSIZE[0] * 1.45, FIGSIZE[1]) if wide else FIGSIZE
     figure = Figure(figsize=size, dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
-    axes.set_title(title)
+    axes.set_title(_literal(title))
     axes.set_xlabel("epoch")
     axes.grid(True, which="major", alpha=0.3)
     return figure, axes
@@ -192,8 +193,12 @@ def _save(figure, axes: Axes, path: Path, legend_title: str | None = None) -> Pa
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(axes.get_legend_handles_labels()[0]) > 4:  # many configs: keep the curves clear
+    handles, labels = axes.get_legend_handles_labels()
+    labels = [_literal(label) for label in labels]  # run names
+    if len(handles) > 4:  # many configs: keep the curves clear
         axes.legend(
+            handles,
+            labels,
             loc="upper left",
             bbox_to_anchor=(1.01, 1),
             fontsize="small",
@@ -201,9 +206,18 @@ def _save(figure, axes: Axes, path: Path, legend_title: str | None = None) -> Pa
             title_fontsize="small",
         )
     else:
-        axes.legend(loc="best", title=legend_title, title_fontsize="small")
+        axes.legend(handles, labels, loc="best", title=legend_title, title_fontsize="small")
     figure.savefig(path)
     return path
+
+
+def _literal(text: object) -> str:
+    """`text` drawn as written: a `$` pair would start matplotlib's mathtext (a name such as
+    `a$^$` fails to parse), and control characters are spelt as escapes."""
+    shown = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(text)
+    )
+    return shown.replace("$", r"\$")
 
 
 def _set_lr_scale(axes: Axes, values: list, lr_scale: str) -> None:

@@ -3,6 +3,7 @@ user strings reaching the terminal as plain text."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -124,3 +125,73 @@ def test_a_decorator_that_swaps_in_a_builtin_is_refused_before_it_is_called(tmp_
     monkeypatch.delitem(sys.modules, "swapped", raising=False)
     with pytest.raises(ConfigError, match="swapped.factory is not a function or class defined in"):
         resolve_model(ModelConfig(name="swapped:factory"))
+
+
+# A name that was markup, a clickable link, and an escape sequence that sets the terminal's title.
+HOSTILE = "[/]\x1b]0;pwned\x07[link=https://x]click[/link]\r$a^$"
+
+
+def shows_plainly(output: str) -> None:
+    assert "\x1b" not in output and "\x07" not in output and "\r" not in output
+    # A narrow column may wrap the name after its `=`, never inside these two pieces.
+    assert "[/]\\x1b]0;pwned\\x07[link=" in output
+    assert "https://x]click[/link]\\r$a^$" in output
+
+
+def test_a_hostile_run_name_is_printed_as_written(tmp_path):
+    config = write_config(tmp_path, tiny(name=HOSTILE, epochs=2))
+    result = runner.invoke(app, ["run", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    shows_plainly(result.stdout)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "lr.png").is_file() and (run_dir / "loss.png").is_file()
+
+
+def test_a_hostile_name_in_plan_and_its_png(tmp_path):
+    config = write_config(tmp_path, tiny(name=HOSTILE, epochs=2))
+    png = tmp_path / "plan.png"
+    result = runner.invoke(app, ["plan", str(config), "--png", str(png)])
+    assert result.exit_code == 0, result.output
+    shows_plainly(result.stdout)
+    assert png.is_file()
+
+
+def test_hostile_names_in_compare_and_plot_of_finished_runs(tmp_path):
+    from conftest import train
+
+    runs = tmp_path / "runs"
+    for name in (HOSTILE, HOSTILE + "-b"):
+        for seed in (0, 1):
+            train(tiny(name=name, epochs=2, seed=seed), runs)
+    result = runner.invoke(app, ["compare", str(runs), "--runs-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    shows_plainly(result.stdout)
+    result = runner.invoke(app, ["plot", str(runs), "--runs-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    (overlay,) = (tmp_path / "out").glob("*-overlay")
+    assert (overlay / "lr.png").is_file()
+
+
+def test_a_terminal_gets_no_link_and_no_title_from_a_run(tmp_path):
+    from rich.console import Console
+
+    from conftest import train
+    from lrsched_cli import report
+
+    history = train(tiny(name=HOSTILE, epochs=2), tmp_path)
+    history.summary["device"] = "cpu\x1b]0;pwned\x07"
+    out = io.StringIO()
+    terminal = Console(file=out, width=200, force_terminal=True, color_system="truecolor")
+    terminal.print(report.render_run(history))
+    terminal.print(report.render_summary(history))
+    # Styles are CSI sequences (ESC [); a link or a title would be an OSC one (ESC ]).
+    assert "\x1b]" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert "pwned" in out.getvalue()
+
+
+def test_an_error_message_about_a_hostile_path_is_printed_as_written(tmp_path):
+    missing = tmp_path / "[/]\x1b]0;pwned\x07[link=x]y[/link]"
+    result = runner.invoke(app, ["plot", str(missing)])
+    assert result.exit_code == 2, result.output
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "[/]\\x1b]0;pwned\\x07[link=x]y[/link]" in result.stderr.replace("\n", "")
