@@ -195,9 +195,13 @@ def csv_file(rng, path: str, target: str, task: str):
     if not rows:
         raise ConfigError(f"data.path: {path} has no data rows", "data.path")
     if target not in header:
+        # Only a header of short names is listed: the first line of a file that is no CSV
+        # (`path: /etc/shadow`) must not be echoed.
+        names = [repr(c) for c in header if c.isprintable() and len(c) <= 20 and ":" not in c]
+        listed = f"it has: {', '.join(names[:10])}" if names else "its first line names none"
         raise ConfigError(
-            f"data.target: {path} has no column {target!r}; it has: "
-            f"{', '.join(_excerpt(c) for c in header)}",
+            f"data.target: {path} has no column {target!r}; {listed}"
+            + (f" (and {len(header) - 10} more)" if names[10:] else ""),
             "data.target",
         )
     features, targets = [], []

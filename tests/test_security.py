@@ -195,3 +195,36 @@ def test_an_error_message_about_a_hostile_path_is_printed_as_written(tmp_path):
     assert result.exit_code == 2, result.output
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
     assert "[/]\\x1b]0;pwned\\x07[link=x]y[/link]" in result.stderr.replace("\n", "")
+
+
+SHADOW = "root:$6$Zq8Rl1Xc$K7uWzjQ3pLm9vT2yB5nE0aH4sD6fG8kJ1rY3wV5xC7:19000:0:99999:7:::\n" * 3
+
+
+def plan_with_data(tmp_path, content: str) -> str:
+    """`lrsched plan` on a CSV dataset holding `content`, target column y; its stderr."""
+    path = tmp_path / "shadow"
+    path.write_text(content)
+    data = {"name": "csv", "path": str(path), "target": "y", "task": "classification"}
+    config = write_config(tmp_path, tiny(data={**data, "batch_size": 2}))
+    result = runner.invoke(app, ["plan", str(config)])
+    assert result.exit_code == 2, result.output
+    assert str(path) in result.stderr.replace("\n", "")
+    return result.stderr
+
+
+def test_a_file_with_no_such_column_is_not_quoted(tmp_path):
+    message = plan_with_data(tmp_path, SHADOW)
+    assert "has no column 'y'" in message
+    assert "root:" not in message and "$6$" not in message  # a header of names would be listed
+
+
+def test_a_bad_cell_is_quoted_in_at_most_20_characters(tmp_path):
+    line = SHADOW.splitlines()[0].replace(":", ";")
+    message = plan_with_data(tmp_path, f"a,y\n{line},1\n{line},0\n")
+    assert "line 2, column 'a' holds 'root;$6$Zq8Rl1Xc$K7u...'" in message
+    assert not any(line[i : i + 21] in message for i in range(len(line) - 20)), message
+
+
+def test_a_header_of_names_is_listed_when_the_target_is_missing(tmp_path):
+    message = plan_with_data(tmp_path, "x1,x2,label\n1,2,a\n3,4,b\n")
+    assert "has no column 'y'; it has: 'x1', 'x2', 'label'" in message
