@@ -6,8 +6,10 @@ import copy
 import difflib
 import importlib.util
 import itertools
+import math
 import os
 import re
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WrapValidator,
     field_validator,
 )
@@ -30,12 +33,109 @@ DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 MAX_SAMPLES, MAX_SIZE, MAX_LAYERS, MAX_EPOCHS = 10_000_000, 65_536, 64, 1_000_000
 MAX_THREADS = 1024
 FLOAT32_MAX = 3.4e38  # models train in float32: a larger lr overflows inside optimizer.step()
+# Input bounds: a config is a page of text, and every step after reading it (validation,
+# sweep expansion, messages) costs time in its size. These keep a hostile or mistaken file
+# (an alias bomb, a 50 MB list) down to one error line in well under a second.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32  # nesting of mappings and lists; PyYAML and pydantic recurse per level
+MAX_NODES = 100_000  # values in the document once aliases are expanded
+MAX_ITEMS = 10_000  # entries of one list or mapping
+MAX_STRING = 4096  # characters of one string (PATH_MAX)
+MAX_NAME = 200  # characters of `name`, which names run directories and plot titles
+MAX_NUMBER_DIGITS = 100  # an integer literal; int() of 4,300+ digits raises in Python
+MAX_SWEEP = 1000  # configs one sweep: block may make, each trained for every seed
+# A toy-model tool: float32 weights, gradients and Adam's two moments take 16 bytes a
+# parameter, 800 MB at this limit, and a CPU step over them takes a tenth of a second.
+MAX_PARAMETERS = 50_000_000
+
+
+class InputTooLarge(yaml.MarkedYAMLError):
+    """A YAML document past one of the input bounds, or one that repeats a key."""
+
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem=problem, problem_mark=mark)
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading `1e-3` as the number YAML 1.2 says it is, not a string."""
+    """PyYAML's safe loader, reading `1e-3` as the number YAML 1.2 says it is, not a string;
+    it refuses a repeated key and bounds nesting and alias expansion while it composes, before
+    any Python value is built."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        # Each composed node's size with its aliases expanded. An alias reuses a node, so this
+        # is one pass over the text however far the aliases would expand.
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None and id(node) not in self._sizes:
+                raise InputTooLarge(
+                    f"alias *{event.anchor} refers to a value that contains it", event.start_mark
+                )
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise InputTooLarge(
+                    f"nesting deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_scalar_node(self, anchor: Any) -> Any:
+        node = super().compose_scalar_node(anchor)
+        self._sizes[id(node)] = 1
+        return node
+
+    def compose_sequence_node(self, anchor: Any) -> Any:
+        node = super().compose_sequence_node(anchor)
+        self._count(node, node.value)
+        return node
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        self._count(node, [part for pair in node.value for part in pair])
+        first: dict[tuple[str, str], int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if (key.tag, key.value) in first:
+                raise InputTooLarge(
+                    f"duplicate key {excerpt(key.value)} (first given on line "
+                    f"{first[key.tag, key.value]}); give each key once",
+                    key.start_mark,
+                )
+            first[key.tag, key.value] = key.start_mark.line + 1
+        return node
+
+    def _count(self, node: Any, children: list) -> None:
+        size = 1 + sum(self._sizes[id(child)] for child in children)
+        if size > MAX_NODES:
+            raise InputTooLarge(
+                f"this value expands to more than {MAX_NODES:,} values (aliases included)",
+                node.start_mark,
+            )
+        if len(children) > MAX_ITEMS * 2 or (
+            isinstance(node, yaml.SequenceNode) and len(children) > MAX_ITEMS
+        ):
+            raise InputTooLarge(f"more than {MAX_ITEMS:,} entries in one value", node.start_mark)
+        self._sizes[id(node)] = size
+
+    def construct_yaml_int(self, node: Any) -> int:
+        if len(node.value) > MAX_NUMBER_DIGITS:
+            raise InputTooLarge(
+                f"an integer of {len(node.value)} digits; at most {MAX_NUMBER_DIGITS}",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
 
 
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -45,6 +145,21 @@ _Loader.add_implicit_resolver(
 
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother = 3, 40, 40
+_EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxdict = _EXCERPT.maxset = 6
+
+
+def excerpt(value: Any, limit: int = 60) -> str:
+    """`value` as a short repr for a message: cut inside (at most a few levels, items and
+    characters, so the cost is bounded however large `value` is) and at `limit` characters."""
+    try:
+        text = _EXCERPT.repr(value)
+    except Exception:  # an int past Python's digit limit, a broken __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Closed(BaseModel):
@@ -100,14 +215,81 @@ class ModelConfig(BaseModel):
     dropout: float | None = Field(None, ge=0, lt=1, description="mlp, cnn: dropout rate")
     channels: list[int] | None = Field(None, description="cnn: channels of each conv layer")
 
+    @field_validator("name")
+    @classmethod
+    def _factory_form(cls, name: str) -> str:
+        if ":" not in name:
+            return name
+        module, _, attribute = name.rpartition(":")
+        is_file = module.endswith(".py") or "/" in module or os.sep in module
+        dotted = all(part.isidentifier() for part in module.split("."))
+        if not module or not attribute.isidentifier() or not (is_file or dotted):
+            raise PydanticCustomError(
+                "factory_name",
+                "expected package.module:factory or file.py:factory, e.g. mymodels:build",
+            )
+        return name
+
     @field_validator("hidden", "channels")
     @classmethod
-    def _positive_sizes(cls, sizes: list[int] | None) -> list[int] | None:
+    def _positive_sizes(cls, sizes: list[int] | None, info: ValidationInfo):
         if sizes is not None and not all(0 < size <= MAX_SIZE for size in sizes):
             raise ValueError(f"every size must be an integer from 1 to {MAX_SIZE}")
         if sizes is not None and len(sizes) > MAX_LAYERS:
             raise ValueError(f"at most {MAX_LAYERS} layers")
+        name = info.data.get("name", "mlp")
+        # The data is not known yet: the least any data gives (one feature, one output) is
+        # already too many for layers like [65536, 65536].
+        least = parameter_estimate(name, {info.field_name: sizes}, (1, 1, 1), 1)
+        if sizes is not None and least is not None and least > MAX_PARAMETERS:
+            raise PydanticCustomError(
+                "too_many_parameters",
+                f"a {name} with these layers has at least {least:,} parameters; the limit is "
+                f"{MAX_PARAMETERS:,} (lrsched trains toy models); use fewer or smaller layers",
+            )
         return sizes
+
+
+def parameter_estimate(
+    name: str, options: dict[str, Any], input_shape: tuple[int, ...], n_outputs: int
+) -> int | None:
+    """How many parameters the built-in model `name` has for data of `input_shape` (one
+    sample) and `n_outputs`, counted from its layer sizes without building it; None for a
+    factory, whose size is known only once it is built."""
+    name = name.lower()
+    features = math.prod(input_shape)
+    if name == "linear":
+        return features * n_outputs + n_outputs
+    if name == "mlp":
+        widths = [features, *(options.get("hidden") or (64, 64)), n_outputs]
+        return sum(a * b + b for a, b in itertools.pairwise(widths))
+    if name == "cnn":
+        widths = [input_shape[0], *(options.get("channels") or (16, 32))]
+        convolutions = sum(a * b * 9 + b for a, b in itertools.pairwise(widths))
+        return convolutions + widths[-1] * 4 * n_outputs + n_outputs
+    return None
+
+
+def check_model_size(
+    cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int, built: int | None = None
+) -> None:
+    """Refuse a model over MAX_PARAMETERS: a built-in one before it is built, from its layer
+    sizes and the data's shape; a factory's once it is built (`built`, its parameter count)."""
+    options = cfg.model_dump(exclude_none=True)
+    count = (
+        built
+        if built is not None
+        else parameter_estimate(cfg.name, options, input_shape, n_outputs)
+    )
+    if count is None or count <= MAX_PARAMETERS:
+        return
+    key = {"mlp": "model.hidden", "cnn": "model.channels"}.get(cfg.name.lower(), "model.name")
+    raise ConfigError(
+        f"{key}: {excerpt(cfg.name)} for data of shape {list(input_shape)} with {n_outputs} "
+        f"outputs has {count:,} parameters; the limit is {MAX_PARAMETERS:,} (lrsched trains "
+        "toy models); use fewer or smaller layers",
+        key,
+    )
 
 
 class EarlyStoppingConfig(_Closed):
@@ -178,7 +360,9 @@ def _experiment_schema(schema: dict[str, Any]) -> None:
 class ExperimentConfig(_Closed):
     model_config = ConfigDict(json_schema_extra=_experiment_schema)
 
-    name: str = Field(description="names the run directory; default: the file's stem")
+    name: str = Field(
+        max_length=MAX_NAME, description="names the run directory; default: the file's stem"
+    )
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto|cpu|cuda|cuda:N|mps")
     epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
@@ -217,14 +401,7 @@ def load_config(
     Example:
         >>> cfg = load_config(Path("configs/quickstart.yaml"), ["optimizer.lr=0.05"])
     """
-    configs = load_configs(path, overrides, epochs=epochs, seed=seed, device=device)
-    if len(configs) > 1:
-        raise ConfigError(
-            f"its sweep: block makes {len(configs)} configs; see them with `lrsched plan "
-            f"{path}`, run them with `lrsched compare {path}`",
-            "sweep",
-        )
-    return configs[0]
+    return _load(path, overrides, {"epochs": epochs, "seed": seed, "device": device}, True)[0]
 
 
 def load_configs(
@@ -236,16 +413,31 @@ def load_configs(
     device: str | None = None,
 ) -> list[ExperimentConfig]:
     """Like load_config, but a `sweep:` block expands into one config per point of its grid."""
+    return _load(path, overrides, {"epochs": epochs, "seed": seed, "device": device}, False)
+
+
+def _load(
+    path: Path, overrides: Sequence[str], options: dict[str, Any], single: bool
+) -> list[ExperimentConfig]:
     text = _read_text(path)
     raw = parse_yaml(text, path)
     sources = [_override_source(override) for override in overrides]
     for override in overrides:
         _apply_override(raw, override)
-    for key, value in (("epochs", epochs), ("seed", seed), ("device", device)):
+    for key, value in options.items():
         if value is not None:
             raw[key] = value
             sources.append((key, f"--{key} {value}"))
     raw.setdefault("name", path.stem)
+    # Counted before anything is expanded or validated: each point costs a deep copy and a
+    # validation, and `run` refuses a sweep whatever its size.
+    points = sweep_size(raw, text, path)
+    if single and points > 1:
+        raise ConfigError(
+            f"its sweep: block makes {points} configs; see them with `lrsched plan "
+            f"{path}`, run them with `lrsched compare {path}`",
+            "sweep",
+        )
     configs = []
     for variant in expand_sweep(raw, text, path):
         cfg = validate(variant, text, path, sources)
@@ -259,17 +451,10 @@ def load_configs(
 def expand_sweep(raw: dict[str, Any], text: str = "", path: Path | None = None) -> list[dict]:
     """`sweep: {scheduler.gamma: [0.1, 0.5], optimizer.lr: [0.01, 0.1]}` gives 4 configs,
     named after the base and each value, e.g. `base-gamma=0.1-lr=0.01`."""
+    sweep_size(raw, text, path)
     sweep = raw.pop("sweep", None)
     if sweep is None:
         return [raw]
-    if not isinstance(sweep, dict) or not sweep:
-        raise ConfigError(
-            locate("sweep: expected a mapping of key.path: [values]", "sweep", text, path)
-        )
-    for key, values in sweep.items():
-        if not isinstance(values, list) or not values:
-            message = f"sweep.{key}: expected a non-empty list of values (got {values!r})"
-            raise ConfigError(locate(message, f"sweep.{key}", text, path))
     labels = sweep_labels([str(key) for key in sweep])
     variants = []
     for point in itertools.product(*sweep.values()):
@@ -283,6 +468,31 @@ def expand_sweep(raw: dict[str, Any], text: str = "", path: Path | None = None) 
         variant["name"] = "-".join([str(raw["name"]), *parts])
         variants.append(variant)
     return variants
+
+
+def sweep_size(raw: dict[str, Any], text: str = "", path: Path | None = None) -> int:
+    """How many configs the `sweep:` block of `raw` makes (1 without one), after checking its
+    shape and that it makes at most MAX_SWEEP; nothing is expanded."""
+    sweep = raw.get("sweep")
+    if sweep is None:
+        return 1
+    if not isinstance(sweep, dict) or not sweep:
+        raise ConfigError(
+            locate("sweep: expected a mapping of key.path: [values]", "sweep", text, path)
+        )
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            message = f"sweep.{key}: expected a non-empty list of values (got {excerpt(values)})"
+            raise ConfigError(locate(message, f"sweep.{key}", text, path))
+    points = math.prod(len(values) for values in sweep.values())
+    if points > MAX_SWEEP:
+        sizes = " x ".join(str(len(values)) for values in sweep.values())
+        message = (
+            f"sweep: the grid makes {sizes} = {points:,} configs; the limit is {MAX_SWEEP:,}: "
+            "sweep fewer keys or values"
+        )
+        raise ConfigError(locate(message, "sweep", text, path))
+    return points
 
 
 def sweep_labels(keys: list[str]) -> dict[str, str]:
@@ -311,11 +521,13 @@ def validate(
 ) -> ExperimentConfig:
     """Validate plain data; errors name the key, where it was given (its line in `text`, or
     the command-line option in `sources`), and the nearest valid key."""
-    errors = _unknown_model_keys(raw)
-    try:
-        cfg = ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        errors = [*exc.errors(), *errors]
+    errors = _bound_errors(raw)
+    if not errors:  # within bounds: validating it costs little, whatever it holds
+        errors = _unknown_model_keys(raw)
+        try:
+            cfg = ExperimentConfig.model_validate(raw)
+        except ValidationError as exc:
+            errors = [*exc.errors(), *errors]
     if not errors:
         return cfg
     lines = [
@@ -374,6 +586,37 @@ def _sweep_line(text: str, key: str) -> int | None:
     return None
 
 
+def _bound_errors(raw: Any, most: int = 5) -> list[dict[str, Any]]:
+    """Values past the input bounds, anywhere in `raw` (torch's keyword arguments included):
+    nesting, list and string lengths, and numbers that are not finite, which no key takes.
+    In pydantic's error form; iterative, so that a deep `--set a.b.c...` cannot recurse."""
+    errors: list[dict[str, Any]] = []
+    stack: list[tuple[tuple, Any]] = [((), raw)]
+    while stack and len(errors) < most:
+        loc, value = stack.pop()
+        problem = None
+        if len(loc) > MAX_DEPTH:
+            problem = f"nested deeper than {MAX_DEPTH} levels"
+        elif isinstance(value, str) and len(value) > MAX_STRING:
+            problem = f"a string of {len(value):,} characters; the limit is {MAX_STRING:,}"
+        elif isinstance(value, float) and not math.isfinite(value):
+            problem = "input should be a finite number"
+        elif isinstance(value, list | dict) and len(value) > MAX_ITEMS:
+            problem = f"{len(value):,} entries; the limit is {MAX_ITEMS:,}"
+        elif isinstance(value, dict):
+            for key, child in reversed(value.items()):
+                if isinstance(key, str) and len(key) > MAX_STRING:
+                    stack.append(((*loc, excerpt(key, 20)), key))
+                else:
+                    stack.append(((*loc, key), child))
+        elif isinstance(value, list):
+            stack.extend(((*loc, i), child) for i, child in reversed(list(enumerate(value))))
+        if problem:
+            where = loc or ("config",)
+            errors.append({"type": "bound", "loc": where, "msg": problem, "input": value})
+    return errors
+
+
 def _unknown_model_keys(raw: dict[str, Any]) -> list[dict[str, Any]]:
     """A built-in model's unknown keys, as pydantic reports a closed block's; only a
     `module:factory` takes keys of its own."""
@@ -414,7 +657,8 @@ def find_factory(target: str, folder: Path, cwd: Path) -> str:
     module, _, attribute = target.rpartition(":")
     if not module or not attribute.isidentifier():
         raise ConfigError(
-            f"model.name: expected package.module:factory or file.py:factory (got {target!r})",
+            f"model.name: expected package.module:factory or file.py:factory (got "
+            f"{excerpt(target)})",
             "model.name",
         )
     if module.endswith(".py") or "/" in module or os.sep in module:
@@ -478,7 +722,9 @@ def parse_yaml(text: str, path: Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or str(exc)
         if "constructor for the tag" in problem:
             problem = f"tags such as {exc.problem.split(chr(39))[1]!r} are not allowed"
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        if not isinstance(exc, InputTooLarge):
+            problem = f"invalid YAML: {problem}"
+        raise ConfigError(f"{where}: {problem}") from None
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; see configs/quickstart.yaml for a start")
     if not isinstance(raw, dict):
@@ -487,8 +733,16 @@ def parse_yaml(text: str, path: Path) -> dict[str, Any]:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text, read no further than the size limit."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: the config file is larger than {MAX_CONFIG_BYTES >> 20} MiB, the "
+                "limit; a config is a page of YAML (data goes in a CSV file: data.path)"
+            )
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
@@ -503,6 +757,8 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. optimizer.lr=0.05")
     try:
         parsed = _load_yaml(value) if value.strip() else value
+    except InputTooLarge as exc:
+        raise ConfigError(f"--set {excerpt(override)}: {exc.problem}") from None
     except yaml.YAMLError:
         parsed = value
     key = key.strip()
@@ -535,7 +791,7 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key; {hint}valid keys: {', '.join(choices)}"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {error['msg'].lower()} (got {error['input']!r})"
+    return f"{key}: {error['msg'].lower()} (got {excerpt(error['input'])})"
 
 
 def _fields_at(loc: tuple) -> list[str]:

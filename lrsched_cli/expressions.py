@@ -10,11 +10,32 @@ from simpleeval import DEFAULT_OPERATORS, SimpleEval
 from lrsched_cli.config import ConfigError
 
 MAX_LENGTH = 200
+# Values kept per expression: a run asks for the same counter in check(), in the scheduler's
+# construction and at every step; the cap bounds the memory of a run of millions of steps.
+MAX_CACHED = 100_000
+MAX_ROUND_DIGITS = 308  # round(epoch, -10**20) would build 10**(10**20) to round an int
+
+
+def _power(base: float, exponent: float) -> float:
+    """`**` in floats: one machine operation whatever the numbers, where Python's integer
+    power builds every digit (9**3999999 took 1.65 s); too large a result raises."""
+    try:
+        return float(base) ** float(exponent)
+    except OverflowError:
+        raise OverflowError(f"{base:.6g} ** {exponent:.6g} is too large") from None
+
+
+def _round(number: float, digits: int | None = None) -> float:
+    if digits is not None and abs(digits) > MAX_ROUND_DIGITS:
+        raise ValueError(f"round() takes at most {MAX_ROUND_DIGITS} digits either way")
+    return round(number, digits)
+
+
 FUNCTIONS = {
     "min": min,
     "max": max,
     "abs": abs,
-    "round": round,
+    "round": _round,
     "floor": math.floor,
     "ceil": math.ceil,
     "exp": math.exp,
@@ -29,7 +50,7 @@ OPERATORS = {
     op: fn
     for op, fn in DEFAULT_OPERATORS.items()
     if op not in (ast.LShift, ast.RShift, ast.BitAnd, ast.BitOr, ast.BitXor, ast.In, ast.NotIn)
-}
+} | {ast.Pow: _power}
 ALLOWED_NODES = (
     ast.Expression,
     ast.Expr,
@@ -72,8 +93,17 @@ class LrExpression:
                 f"{key}: {self.text!r} is not an expression: {exc.msg}", key
             ) from None
         self._check_nodes()
+        self._values: dict[int, float] = {}
 
     def __call__(self, counter: int) -> float:
+        value = self._values.get(counter)
+        if value is None:
+            value = self._evaluate(counter)
+            if len(self._values) < MAX_CACHED:
+                self._values[counter] = value
+        return value
+
+    def _evaluate(self, counter: int) -> float:
         self._evaluator.names = {"epoch": counter, "step": counter, **CONSTANTS}
         value = self._evaluator.eval(self.text, previously_parsed=self._tree)
         if isinstance(value, bool) or not isinstance(value, int | float):
