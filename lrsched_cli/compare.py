@@ -9,20 +9,25 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
+import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lrsched_cli import stats, store
-from lrsched_cli.config import ConfigError, ExperimentConfig, load_configs
+from lrsched_cli.config import ConfigError, ExperimentConfig, load_configs, locate
 
 DEFAULT_SEEDS = (0, 1, 2)
 # Preloaded once by the forkserver, so a worker starts as a fork, not a 3-5 s import of torch.
 WORKER_PRELOAD = ["torch", "torch._dynamo", "lrsched_cli.runner"]
+STOP_GRACE = 30.0  # seconds the running jobs get to end their batch after a Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class Inputs:
     configs: list[ExperimentConfig] = field(default_factory=list)
     runs: list[store.RunHistory] = field(default_factory=list)
     swept: dict[str, dict[str, Any]] = field(default_factory=dict)  # sweep member -> values
+    files: dict[str, Path] = field(default_factory=dict)  # config name -> the file it came from
+    overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,13 +63,14 @@ class Comparison:
     pairwise: list[dict[str, Any]]
     results: list[JobResult]
     warnings: list[str]
+    interrupted: bool = False  # Ctrl-C: the jobs that had not started never ran
 
 
 def collect_inputs(
     arguments: list[str], overrides: list[str] = (), epochs: int | None = None
 ) -> Inputs:
     """Configs (files, globs, folders of configs) and finished run directories, in order."""
-    inputs = Inputs()
+    inputs = Inputs(overrides=list(overrides))
     for argument in arguments:
         for path in _expand(argument):
             if path.is_dir() and (path / store.METRICS_FILE).is_file():
@@ -70,7 +78,7 @@ def collect_inputs(
             elif path.is_dir():
                 _collect_folder(path, inputs, overrides, epochs)
             else:
-                _add_configs(inputs, load_configs(path, overrides, epochs=epochs))
+                _add_configs(inputs, load_configs(path, overrides, epochs=epochs), path)
     names = [cfg.name for cfg in inputs.configs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -107,19 +115,35 @@ def plan_jobs(configs: list[ExperimentConfig], seeds: list[int]) -> list[Job]:
     ]
 
 
-def validate_configs(configs: list[ExperimentConfig]) -> dict[str, list[str]]:
+@dataclass
+class Checks:
+    """What building each config once (no training) found."""
+
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # the schedule's lint
+    config_errors: dict[str, ConfigError] = field(default_factory=dict)  # the user's to fix
+    crashes: dict[str, str] = field(default_factory=dict)  # anything else: its jobs fail
+
+
+def validate_configs(configs: list[ExperimentConfig]) -> Checks:
     """Build each config once (no training), so a bad one stops the comparison before it starts;
-    returns each config's schedule warnings, as `lrsched plan` and `run` give them."""
+    collects each config's schedule warnings, as `lrsched plan` and `run` give them. A config
+    that crashes otherwise is that config's failure alone: the others still run."""
     from lrsched_cli import planning, runner
 
-    warnings = {}
+    checks = Checks()
     for cfg in configs:
-        experiment = runner.prepare(cfg)
-        plan = planning.plan_schedule(
-            experiment.config, experiment.steps_per_epoch, runner.LINT_HORIZON
-        )
-        warnings[cfg.name] = list(plan.warnings)
-    return warnings
+        try:
+            experiment = runner.prepare(cfg)
+            plan = planning.plan_schedule(
+                experiment.config, experiment.steps_per_epoch, runner.LINT_HORIZON
+            )
+        except ConfigError as exc:
+            checks.config_errors[cfg.name] = exc
+        except Exception as exc:  # noqa: BLE001 - reported as that config's failed runs
+            checks.crashes[cfg.name] = f"{type(exc).__name__}: {exc}"
+        else:
+            checks.warnings[cfg.name] = list(plan.warnings)
+    return checks
 
 
 def execute(
@@ -130,37 +154,191 @@ def execute(
     run_plots: bool = False,
     pool: Callable[[int, bool], AbstractContextManager[Executor]] | None = None,
     lint: Callable[[dict[str, list[str]]], None] = lambda warnings: None,
+    stop: StopFlag | None = None,
+    files: dict[str, Path] | None = None,
+    overrides: list[str] = (),
 ) -> list[JobResult]:
     """Check every config, then run the jobs on `workers` processes (in this one for 1).
 
-    A bad config raises ConfigError before any job starts; a failing job is a result, not a
-    stop. `lint` gets each config's schedule warnings before any job starts, and may raise to
-    stop there. With workers, the check runs in a worker too, so this process never imports torch.
+    A bad config raises ConfigError, naming its file (`files`: config name -> path), before any
+    job starts; a failing job is a result, not a stop. `lint` gets each config's schedule
+    warnings before any job starts, and may raise to stop there. With workers, the check runs in
+    a worker too, so this process never imports torch. A worker that dies fails its own job
+    only: its run is marked failed, and a new worker takes up the queue.
+
+    Ctrl-C (in the main thread) sets `stop`: no job starts after it, and the running ones end
+    after their current batch, as results. A second Ctrl-C kills the workers, marks their runs
+    `interrupted`, and raises KeyboardInterrupt.
+
     `pool(workers, run_plots)` is the seam for other executors: any context manager yielding a
     concurrent.futures.Executor (a cluster engine's, say) can replace the local process pool.
     """
+    stop = stop if stop is not None else StopFlag()
     pool = pool or _worker_pool
     configs = list({job.config.name: job.config for job in jobs}.values())
+    where = (files or {}, list(overrides))
     if workers <= 1 or len(jobs) <= 1:
-        lint(validate_configs(configs))
-        results = []
-        for job in jobs:
-            results.append(_run_job(job, runs_dir, None, run_plots))
-            on_result(results[-1])
-        return results
+        with _interrupts(stop):
+            checks = validate_configs(configs)
+            _accept(checks, lint, where)
+            results = []
+            for job in jobs:
+                if stop.is_set():
+                    break
+                if job.config.name in checks.crashes:
+                    results.append(_crashed(job, checks, where))
+                else:
+                    results.append(_run_job(job, runs_dir, None, run_plots, stop))
+                on_result(results[-1])
+            return results
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     with pool(workers, run_plots) as executor:
-        _import_what_gathering_needs()  # on the core left idle while the forkserver imports torch
-        lint(executor.submit(validate_configs, configs).result())  # re-raises a ConfigError
-        futures = {
-            executor.submit(_run_job, job, runs_dir, threads, run_plots): job for job in jobs
-        }
-        results = []
-        for future in as_completed(futures):
-            results.append(_result_of(future, futures[future]))
+        try:
+            with _interrupts(stop, getattr(executor, "stop", None)):
+                _import_what_gathering_needs()  # on the core left idle while the forkserver imports
+                checks = executor.submit(validate_configs, configs).result()
+                _accept(checks, lint, where)
+                return _gather(
+                    executor, jobs, checks, where, (runs_dir, threads, run_plots), stop, on_result
+                )
+        except BaseException as exc:
+            _stop_workers(executor, runs_dir, exc)
+            raise
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _gather(executor, jobs, checks, where, job_args, stop, on_result) -> list[JobResult]:
+    """Submit the jobs and collect their results as they end, until all have or Ctrl-C."""
+    runs_dir = job_args[0]
+    results: list[JobResult] = []
+    if stop.is_set():
+        return results
+    futures = {}
+    for job in jobs:
+        if job.config.name in checks.crashes:
+            results.append(_crashed(job, checks, where))
             on_result(results[-1])
+        else:
+            futures[executor.submit(_run_job, job, *job_args)] = job
+    pending = set(futures)
+    while pending:
+        # A short timeout, not a wait for the next result: the Ctrl-C handler only sets a
+        # flag (a signal handler must take no lock), and this loop acts on it.
+        done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+        for future in done:
+            result = _result_of(future, futures[future], runs_dir)
+            if result is not None:  # None: cancelled before it started
+                results.append(result)
+                on_result(result)
+        if stop.is_set():
+            executor.shutdown(wait=False, cancel_futures=True)  # no queued job starts
     return results
+
+
+def _accept(checks: Checks, lint, where: tuple[dict[str, Path], list[str]]) -> None:
+    """Stop at the first config error, naming the config's file; else lint the warnings."""
+    files, overrides = where
+    for name, exc in checks.config_errors.items():
+        path = files.get(name)
+        if path is None:
+            raise exc
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        raise ConfigError(locate(str(exc), exc.key, text, path, overrides)) from None
+    lint(checks.warnings)
+
+
+def _crashed(job: Job, checks: Checks, where: tuple[dict[str, Path], list[str]]) -> JobResult:
+    """A job of a config that could not be prepared: failed, without running."""
+    path = where[0].get(job.config.name)
+    error = checks.crashes[job.config.name]
+    error = f"{path}: {error}" if path else error
+    return JobResult(job.config.name, job.config.seed, "failed", error=f"preparing: {error}")
+
+
+class StopFlag:
+    """Set from a signal handler: a plain attribute, no lock (the interrupted thread may hold
+    the one a threading.Event would take)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+@contextmanager
+def _interrupts(stop: StopFlag, workers_stop: Any = None) -> Iterator[None]:
+    """Ctrl-C for the comparison as a whole: the first sets `stop` and the workers' flag, the
+    next raises KeyboardInterrupt. A run in this process replaces this handler while it trains
+    and sets `stop` itself. Where SIGINT is ignored (started in the background), it stays so."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+
+    def interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        if workers_stop is not None:
+            workers_stop.set()
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_workers(executor: Executor, runs_dir: Path, exc: BaseException) -> None:
+    """Kill the workers now (a second Ctrl-C, or an error here), and mark the runs they leave."""
+    terminate = getattr(executor, "terminate", None)
+    if terminate is None:
+        return
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    error = None if status == "interrupted" else f"stopped: {type(exc).__name__}: {exc}"
+    for pid in terminate():
+        _mark_run(runs_dir, pid, status, error)
+
+
+def _mark_run(runs_dir: Path, pid: int, status: str, error: str | None) -> Path | None:
+    """Say how the run that the dead worker `pid` left `running` ended, so that it is never
+    read as still running (and `run --resume` takes it); returns its directory."""
+    host = socket.gethostname()
+    for path in sorted(runs_dir.glob(f"*/{store.SUMMARY_FILE}")):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(summary, dict) or (
+            summary.get("status"),
+            summary.get("pid"),
+            summary.get("hostname"),
+        ) != ("running", pid, host):
+            continue
+        try:
+            with store.locked(path.parent):  # free: the kernel let go when the worker died
+                summary["status"] = status
+                if error:
+                    summary["error"] = error
+                temporary = path.with_name(f".{path.name}.tmp")
+                temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+                os.replace(temporary, path)  # whole or not at all, as the runner writes it
+        except (OSError, store.RunInUse):
+            pass  # still read as `stale` once its process is gone
+        return path.parent
+    return None
 
 
 def compare(
@@ -180,7 +358,8 @@ def compare(
 
     `lint` gets the schedule warnings of every config, and those the finished runs recorded,
     once per config and before any training; it may raise to stop (`--strict`). A comparison
-    stopped before any run leaves no empty directory behind.
+    stopped before any run leaves no empty directory behind. After a Ctrl-C it compares the
+    runs that ended, and says `interrupted`; before any run began, KeyboardInterrupt.
     """
     schedule_warnings = _recorded_warnings(inputs.runs)
 
@@ -190,12 +369,25 @@ def compare(
         lint({name: found for name, found in schedule_warnings.items() if found})
 
     jobs = plan_jobs(inputs.configs, seeds)
+    stop = StopFlag()
     try:
         if jobs:
-            results = execute(jobs, out_dir / "runs", workers, on_result, run_plots, lint=check)
+            results = execute(
+                jobs,
+                out_dir / "runs",
+                workers,
+                on_result,
+                run_plots,
+                lint=check,
+                stop=stop,
+                files=inputs.files,
+                overrides=inputs.overrides,
+            )
         else:
             check({})
             results = []
+        if stop.is_set() and not inputs.runs and not any(r.path for r in results):
+            raise KeyboardInterrupt  # interrupted before any run began: nothing to compare
     except BaseException:
         _remove_if_empty(out_dir)
         raise
@@ -215,6 +407,7 @@ def compare(
         stats.pairwise(summaries, metric, target),
         results,
         list(warnings) + [f"{s.name}: {w}" for s in summaries for w in s.warnings],
+        interrupted=stop.is_set(),
     )
     write_comparison(comparison, seeds, target)
     return comparison
@@ -236,13 +429,21 @@ def write_comparison(comparison: Comparison, seeds: list[int], target: float | N
         "configs": rows,
         "pairwise": comparison.pairwise,
         "runs": [asdict(result) for result in comparison.results],
+        "interrupted": comparison.interrupted,
         "warnings": comparison.warnings,
     }
     (comparison.path / "summary.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
-def _run_job(job: Job, runs_dir: Path, threads: int | None, run_plots: bool) -> JobResult:
-    """Train one job (and draw its plots); every way it can end becomes a JobResult."""
+def _run_job(
+    job: Job,
+    runs_dir: Path,
+    threads: int | None,
+    run_plots: bool,
+    stop: StopFlag | None = None,
+) -> JobResult:
+    """Train one job (and draw its plots); every way it can end becomes a JobResult. In a
+    worker, `stop` is the flag the parent process sets on Ctrl-C."""
     import torch
 
     from lrsched_cli import plots, runner
@@ -252,7 +453,9 @@ def _run_job(job: Job, runs_dir: Path, threads: int | None, run_plots: bool) -> 
     started = time.perf_counter()
     result = JobResult(job.config.name, job.config.seed, "failed")
     try:
-        outcome = runner.run_experiment(job.config, runs_dir, label=job.label)
+        outcome = runner.run_experiment(
+            job.config, runs_dir, label=job.label, stop=stop or _worker_stop
+        )
         result.status, result.path = outcome.status, str(outcome.path)
         if run_plots:
             plots.plot_run(store.read_run(outcome.path), outcome.path)
@@ -272,10 +475,19 @@ def _import_what_gathering_needs() -> None:
     import scipy.stats  # noqa: F401
 
 
-def _result_of(future: Future, job: Job) -> JobResult:
+def _result_of(future: Future, job: Job, runs_dir: Path) -> JobResult | None:
+    """The job's result; None for a job cancelled before it started (after a Ctrl-C)."""
+    if future.cancelled():
+        return None
     try:
         return future.result()
-    except Exception as exc:  # the worker process died (killed, out of memory)
+    except WorkerDied as exc:  # killed, out of memory: this job alone
+        error = str(exc)
+        path = _mark_run(runs_dir, exc.pid, "failed", error)
+        return JobResult(
+            job.config.name, job.config.seed, "failed", str(path) if path else None, error
+        )
+    except Exception as exc:  # another executor's failure (a cluster's lost node)
         return JobResult(
             job.config.name,
             job.config.seed,
@@ -285,7 +497,7 @@ def _result_of(future: Future, job: Job) -> JobResult:
 
 
 @contextmanager
-def _worker_pool(workers: int, run_plots: bool) -> Iterator[ProcessPoolExecutor]:
+def _worker_pool(workers: int, run_plots: bool) -> Iterator[_Pool]:
     """A process pool whose workers fork from a forkserver with torch preloaded: forking a
     process whose torch threads run can deadlock, and spawning pays torch's import per worker."""
     import multiprocessing
@@ -293,14 +505,304 @@ def _worker_pool(workers: int, run_plots: bool) -> Iterator[ProcessPoolExecutor]
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WORKER_PRELOAD + (["matplotlib.figure"] if run_plots else []))
-    # Start the forkserver's imports now: the first submit would wait for them to finish. The
+    # Start the forkserver's imports now: the first worker would wait for them to finish. The
     # forkserver then serves this process's later pools too, with this first preload list.
-    forkserver.ensure_running()
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    with _helpers_without_current_directory() as environ:
+        forkserver.ensure_running()
+    pool = _Pool(workers, context, environ)
     try:
         yield pool
+    except BaseException:
+        pool.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _helpers_without_current_directory() -> Iterator[dict[str, str | None]]:
+    """The forkserver and the resource tracker start as `python -c`, which puts the current
+    directory first on sys.path: a `multiprocessing/` or `torch.py` there would run in them and
+    in every worker. PYTHONSAFEPATH (Python 3.11+) leaves it off, as the `lrsched` script's own
+    start does. Yields the environment to give back to the workers, which inherit this one."""
+    before = {"PYTHONSAFEPATH": os.environ.get("PYTHONSAFEPATH")}
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield before
+    finally:
+        _set_environ(before)
+
+
+def _set_environ(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running a job ended without its result (killed, out of memory)."""
+
+    def __init__(self, pid: int, exitcode: int | None):
+        self.pid, self.exitcode = pid, exitcode
+        if exitcode is not None and exitcode < 0:
+            try:
+                how = f"killed by {signal.Signals(-exitcode).name}"
+            except ValueError:
+                how = f"killed by signal {-exitcode}"
+        else:
+            how = f"exit code {exitcode}"
+        super().__init__(f"worker process {pid} died ({how})")
+
+
+class _SharedFlag:
+    """The parent's Ctrl-C, as the workers' runs see it after every batch: one shared byte,
+    read without a lock (a multiprocessing.Event takes a semaphore on every read), and set
+    from a signal handler."""
+
+    def __init__(self, context: Any):
+        self._value = context.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+
+_worker_stop: _SharedFlag | None = None  # in a worker: its pool's flag
+
+
+def _serve_jobs(conn: Any, stop: _SharedFlag, environ: dict[str, str | None]) -> None:
+    """A worker: run the jobs sent down `conn`, one at a time, until told to end."""
+    global _worker_stop
+    # Ctrl-C reaches the whole process group; the parent decides, and tells the runs via `stop`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_environ(environ)
+    _worker_stop = stop
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if task is None:
+            return
+        fn, args, kwargs = task
+        try:
+            reply = (True, fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - the parent's to raise
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # noqa: BLE001 - a result or error pickle cannot carry
+            conn.send((False, RuntimeError(f"the result could not be sent back: {exc}")))
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any  # a multiprocessing Process
+    conn: Any  # this process's end of the pipe to it
+    future: Future | None = None  # the job it runs
+    closed: bool = False  # its pipe ended: it is dying
+
+
+class _Pool(Executor):
+    """Worker processes that run one job at a time each. When one dies, only its own job
+    fails; a new worker takes its place and the queue goes on. (ProcessPoolExecutor instead
+    fails every pending job and terminates the other workers mid-run, and its exit joins
+    workers that may be gone.) Every wait here is on a process's sentinel or a pipe, so no
+    end of a worker leaves anything waiting."""
+
+    def __init__(self, workers: int, context: Any, environ: dict[str, str | None]):
+        self.stop = _SharedFlag(context)
+        self._size, self._context, self._environ = workers, context, environ
+        self._lock = threading.RLock()
+        self._queue: deque[tuple[Future, Callable, tuple, dict]] = deque()
+        self._workers: list[_Worker] = []
+        self._closing = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        # Workers start in this thread: starting one waits until the forkserver has imported
+        # torch, and this process has other imports to do meanwhile.
+        self._thread = threading.Thread(target=self._dispatch, name="lrsched-pool", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the worker pool is shut down")
+            self._queue.append((future, fn, args, kwargs))
+        self._wake()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closing = True
+            if cancel_futures:
+                self._cancel_queued()
+        self._wake()
+        if wait:
+            self._thread.join()
+
+    def terminate(self, timeout: float = 5.0) -> list[int]:
+        """Kill every worker now; returns, once they are gone, the pids of those that were
+        running a job."""
+        from multiprocessing.connection import wait as ready
+
+        with self._lock:
+            self._closing = True
+            self._cancel_queued()
+            workers = list(self._workers)
+        for worker in workers:
+            worker.process.kill()
+        busy = [worker for worker in workers if worker.future is not None]
+        sentinels = [worker.process.sentinel for worker in busy]
+        deadline = time.monotonic() + timeout
+        while sentinels and time.monotonic() < deadline:
+            for sentinel in ready(sentinels, deadline - time.monotonic()):
+                sentinels.remove(sentinel)
+        self._wake()
+        return [worker.process.pid for worker in busy]
+
+    def _cancel_queued(self) -> None:
+        while self._queue:
+            self._queue.popleft()[0].cancel()
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._wake_w is not None:
+                try:
+                    os.write(self._wake_w, b"x")
+                except BlockingIOError:
+                    pass  # already woken
+
+    def _dispatch(self) -> None:
+        from multiprocessing.connection import wait as ready_of
+
+        try:
+            while True:
+                self._fill()
+                with self._lock:
+                    self._assign()
+                    busy = [worker for worker in self._workers if worker.future is not None]
+                    if self._closing and not self._queue and not busy:
+                        return
+                    watched = [self._wake_r] + [w.process.sentinel for w in self._workers]
+                    watched += [w.conn for w in busy if not w.closed]
+                ready = ready_of(watched)
+                if self._wake_r in ready:
+                    self._drain()
+                for worker in list(self._workers):
+                    if worker.conn in ready or worker.process.sentinel in ready:
+                        self._collect(worker, worker.process.sentinel in ready)
+        except BaseException as exc:  # noqa: BLE001 - the pool broke: fail its jobs, never hang
+            with self._lock:
+                self._closing = True
+                failed = [w.future for w in self._workers if w.future is not None]
+                failed += [item[0] for item in self._queue]
+                self._queue.clear()
+            for future in failed:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self._release()
+
+    def _fill(self) -> None:
+        """Start workers up to the pool's size (a dead one's replacement among them)."""
+        while True:
+            with self._lock:
+                if self._closing or len(self._workers) >= self._size:
+                    return
+            parent_end, child_end = self._context.Pipe()
+            process = self._context.Process(
+                target=_serve_jobs,
+                args=(child_end, self.stop, self._environ),
+                name="lrsched-worker",
+                daemon=True,
+            )
+            process.start()
+            child_end.close()
+            with self._lock:
+                self._workers.append(_Worker(process, parent_end))
+
+    def _assign(self) -> None:
+        """Give each idle worker the next queued job; none after a Ctrl-C."""
+        from multiprocessing.reduction import ForkingPickler
+
+        if self.stop.is_set():
+            self._cancel_queued()
+        for worker in self._workers:
+            while worker.future is None and not worker.closed and self._queue:
+                future, fn, args, kwargs = self._queue.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    payload = ForkingPickler.dumps((fn, args, kwargs))
+                except Exception as exc:  # noqa: BLE001 - this job's failure
+                    future.set_exception(exc)
+                    continue
+                worker.future = future
+                try:
+                    worker.conn.send_bytes(payload)
+                except OSError:
+                    worker.closed = True  # it died: its sentinel fails this job
+
+    def _collect(self, worker: _Worker, died: bool) -> None:
+        """Take a worker's result, and bury it if it has ended."""
+        if worker.future is not None and not worker.closed and worker.conn.poll():
+            try:
+                ok, value = worker.conn.recv()
+            except (EOFError, OSError):
+                worker.closed = True
+            except Exception as exc:  # noqa: BLE001 - a result that does not unpickle
+                worker.future.set_exception(exc)
+                worker.future = None
+            else:
+                future, worker.future = worker.future, None
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        if not died:
+            return
+        with self._lock:
+            self._workers.remove(worker)
+        worker.process.join()  # its sentinel is ready: at once
+        worker.conn.close()
+        if worker.future is not None:
+            worker.future.set_exception(WorkerDied(worker.process.pid, worker.process.exitcode))
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _release(self) -> None:
+        """End the idle workers (each finishes nothing: it has no job), killing any that
+        does not end within seconds, and close the pipes."""
+        with self._lock:
+            workers, self._workers = list(self._workers), []
+        for worker in workers:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5.0
+        for worker in workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join(1.0)
+            worker.conn.close()
+        with self._lock:
+            descriptors, self._wake_w = (self._wake_r, self._wake_w), None
+        for descriptor in descriptors:
+            os.close(descriptor)
 
 
 def _group(runs: list[store.RunHistory], results: list[JobResult]) -> dict[str, list]:
@@ -324,9 +826,10 @@ def _group(runs: list[store.RunHistory], results: list[JobResult]) -> dict[str, 
     return groups
 
 
-def _add_configs(inputs: Inputs, configs: list[ExperimentConfig]) -> None:
+def _add_configs(inputs: Inputs, configs: list[ExperimentConfig], path: Path) -> None:
     """Add one file's configs; a sweep's members carry the values they were swept over."""
     inputs.configs += configs
+    inputs.files.update((cfg.name, path) for cfg in configs)
     if len(configs) > 1:
         inputs.swept.update(swept_values(configs))
 
@@ -334,23 +837,12 @@ def _add_configs(inputs: Inputs, configs: list[ExperimentConfig]) -> None:
 def swept_values(configs: list[ExperimentConfig]) -> dict[str, dict[str, Any]]:
     """Per config, the key paths (e.g. `optimizer.lr`) whose values differ between the
     members of one sweep, found by comparing the configs: however the members are named."""
-    flat = [_flatten(cfg.to_dict()) for cfg in configs]
-    keys = list(dict.fromkeys(key for values in flat for key in values if key != "name"))
-    differ = [key for key in keys if len({repr(values.get(key)) for values in flat}) > 1]
+    dicts = [cfg.to_dict() for cfg in configs]
+    differ = store.differing_keys(dicts, ignore=("name",))
     return {
-        cfg.name: {key: values.get(key) for key in differ}
-        for cfg, values in zip(configs, flat, strict=True)
+        cfg.name: {key: store.flatten(values).get(key) for key in differ}
+        for cfg, values in zip(configs, dicts, strict=True)
     }
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _recorded_warnings(runs: list[store.RunHistory]) -> dict[str, list[str]]:
@@ -389,7 +881,7 @@ def _collect_folder(path: Path, inputs: Inputs, overrides, epochs) -> None:
     configs = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
     if configs:
         for config in configs:
-            _add_configs(inputs, load_configs(config, overrides, epochs=epochs))
+            _add_configs(inputs, load_configs(config, overrides, epochs=epochs), config)
         return
     runs = sorted(p.parent for p in path.glob("*/metrics.csv"))
     runs += sorted(p.parent for p in path.glob("runs/*/metrics.csv"))

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lrsched_cli import store
 from lrsched_cli.store import RunHistory
 
 if TYPE_CHECKING:
@@ -390,11 +391,10 @@ def overlay_groups(runs: list[RunHistory]) -> dict[str, list[RunHistory]]:
         if len(set(seeds)) == len(seeds):
             groups[name] = members
             continue
-        flat = [_flatten(run.config) for run in members]
-        keys = sorted({k for f in flat for k in f if len({str(g.get(k)) for g in flat}) > 1})
-        keys = [k for k in keys if k not in ("seed", "name")]
+        keys = store.differing_keys([run.config for run in members], ignore=("seed", "name"))
         labelled: dict[str, list[RunHistory]] = {}
-        for run, values in zip(members, flat, strict=True):
+        for run in members:
+            values = store.flatten(run.config)
             label = " ".join([name, *(f"{k}={values.get(k)}" for k in keys)])
             labelled.setdefault(label, []).append(run)
         for label, same in labelled.items():
@@ -407,12 +407,3 @@ def overlay_groups(runs: list[RunHistory]) -> dict[str, list[RunHistory]]:
                 groups[f"{label} seed {seed}" + (f" ({run.path.name})" if repeated else "")] = [run]
     return groups
 
-
-def _flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

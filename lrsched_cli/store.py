@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from lrsched_cli.errors import RunInUse, RunNotFound
+from lrsched_cli.errors import RunInUse, RunNotFound, RunUnusable
 
 LOCK_FILE = ".lock"
 CONFIG_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE = (
@@ -225,25 +225,74 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_run(path: Path) -> RunHistory:
-    """Read a run directory; an unterminated last line (a run killed mid-write) is dropped."""
+    """Read a run directory; an unterminated last line (a run killed mid-write) is dropped.
+
+    A file that is not what lrsched writes (binary, `[1]`, a row of text) is a RunCorrupt
+    naming that file: plot, compare and resume say so instead of failing somewhere later."""
     path = Path(path)
     if not (path / METRICS_FILE).is_file():
         what = "does not exist" if not path.exists() else f"has no {METRICS_FILE}"
         raise RunNotFound(f"{path} {what}; expected a run directory made by `lrsched run`")
-    config_text = _read_text(path / CONFIG_FILE)
-    config = yaml.safe_load(config_text) if config_text else {}
-    summary_text = _read_text(path / SUMMARY_FILE)
-    try:
-        summary = json.loads(summary_text) if summary_text else {}
-    except json.JSONDecodeError:
-        summary = {}
     return RunHistory(
         path=path,
-        config=config if isinstance(config, dict) else {},
-        epochs=_read_rows(path / METRICS_FILE),
-        steps=_read_rows(path / STEPS_FILE),
-        summary=summary,
+        config=_read_config(path / CONFIG_FILE),
+        epochs=_read_rows(path / METRICS_FILE, "epoch"),
+        steps=_read_rows(path / STEPS_FILE, "step"),
+        summary=_read_summary(path / SUMMARY_FILE),
     )
+
+
+class RunCorrupt(RunUnusable):
+    """A run directory's file that lrsched did not write as it is: edited or damaged."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}; the run cannot be read")
+        self.path = path
+
+
+CONFIG_BLOCKS = ("data", "model", "optimizer", "scheduler")
+# summary.json keys that the tables, plots and statistics read as numbers (null: not finite).
+SUMMARY_NUMBERS = (
+    "epochs_planned", "epochs_done", "seed", "threads", "wall_seconds", "train_seconds",
+    "best_val_loss", "best_epoch", "final_val_loss", "final_epoch", "lr_cuts",
+    "final_val_accuracy", "best_val_accuracy", "test_loss", "test_accuracy", "stopped_early_at",
+)  # fmt: skip
+TEXT_COLUMNS = ("lr_event",)  # every other column of metrics.csv and steps.csv is a number
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
+    try:
+        config = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RunCorrupt(path, f"not valid YAML{where}") from None
+    if not isinstance(config, dict):
+        raise RunCorrupt(path, f"holds a {type(config).__name__}, not a config")
+    for block in CONFIG_BLOCKS:
+        if not isinstance(config.get(block, {}), dict):
+            raise RunCorrupt(path, f"its {block!r} is not a mapping")
+    return config
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
+    try:
+        summary = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise RunCorrupt(path, f"not valid JSON (line {exc.lineno})") from None
+    if not isinstance(summary, dict):
+        raise RunCorrupt(path, f"holds a JSON {type(summary).__name__}, not a summary")
+    for key in SUMMARY_NUMBERS:
+        value = summary.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise RunCorrupt(path, f"its {key!r} is not a number")
+    if not isinstance(summary.get("status", ""), str):
+        raise RunCorrupt(path, "its 'status' is not text")
+    if not isinstance(summary.get("warnings", []), list):
+        raise RunCorrupt(path, "its 'warnings' is not a list")
+    return summary
 
 
 def _read_text(path: Path) -> str:
@@ -251,16 +300,38 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return ""
+    except UnicodeDecodeError as exc:
+        raise RunCorrupt(path, f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:  # a directory where the file goes, no permission
+        raise RunCorrupt(path, f"cannot be read: {exc.strerror}") from None
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path, key: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a CSV file lrsched wrote: every row as long as the header, numbers in
+    every column but the text ones, and `key` (epoch, step), when given, an integer."""
     text = _read_text(path)
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-    return [
-        {key: _number(value) for key, value in row.items()}
-        for row in csv.DictReader(io.StringIO(text))
-    ]
+    try:
+        lines = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # a NUL byte
+        raise RunCorrupt(path, f"not a CSV file ({exc})") from None
+    if not lines:
+        return []
+    header, rows = lines[0], []
+    if (key is not None and key not in header) or len(set(header)) != len(header):
+        raise RunCorrupt(path, f"its first line is not the header lrsched writes (no {key!r})")
+    for number, cells in enumerate(lines[1:], start=2):
+        if len(cells) != len(header):
+            raise RunCorrupt(path, f"line {number} has {len(cells)} of the {len(header)} columns")
+        row = {column: _number(cell) for column, cell in zip(header, cells, strict=True)}
+        for column, value in row.items():
+            if isinstance(value, str) and column not in TEXT_COLUMNS:
+                raise RunCorrupt(path, f"line {number}, column {column!r} is not a number")
+        if key is not None and not isinstance(row[key], int):
+            raise RunCorrupt(path, f"line {number} has no whole {key} number")
+        rows.append(row)
+    return rows
 
 
 def _number(text: str | None) -> Any:
@@ -330,3 +401,21 @@ def move_aside(path: Path) -> Path:
             os.replace(path, target)
             return target
     raise OSError(f"no free name to move {path} aside")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys: {"optimizer": {"lr": 0.1}} -> {"optimizer.lr": 0.1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differing_keys(configs: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values are not the same in every config, in first-seen order."""
+    flat = [flatten(config) for config in configs]
+    keys = dict.fromkeys(key for values in flat for key in values if key not in ignore)
+    return [key for key in keys if len({repr(values.get(key)) for values in flat}) > 1]
