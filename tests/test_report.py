@@ -45,6 +45,20 @@ def history(n: int, lr=lambda e: 0.1 * 0.5 ** (e // 10), interval="epoch") -> Ru
     return RunHistory(Path("runs/demo"), config, epochs, steps, summary)
 
 
+def pairwise_row(a: str, b: str) -> dict:
+    """A pairwise-table row with long numbers: 7-3 wins over 10 seeds."""
+    return {
+        "a": a,
+        "b": b,
+        "paired_seeds": 10,
+        "a_wins": 7,
+        "b_wins": 3,
+        "mean_difference": -0.001234567,
+        "wilcoxon_p": 0.0419921875,
+        "ttest_p": 0.000123456,
+    }
+
+
 def render(renderable, width: int = 100) -> str:
     console = Console(file=io.StringIO(), width=width, color_system=None)
     console.print(renderable)
@@ -96,16 +110,7 @@ def test_plots_write_pngs_with_a_log_axis_when_lr_spans_decades(tmp_path):
 
 
 def test_pairwise_numbers_are_never_cut_in_an_80_column_terminal():
-    row = {
-        "a": "cosine-annealing-warm-restarts",
-        "b": "exponential",
-        "paired_seeds": 10,
-        "a_wins": 7,
-        "b_wins": 3,
-        "mean_difference": -0.001234567,
-        "wilcoxon_p": 0.0419921875,
-        "ttest_p": 0.000123456,
-    }
+    row = pairwise_row("cosine-annealing-warm-restarts", "exponential")
     output = render(report.render_pairwise([row]), width=80)
     assert "…" not in output
     assert all(cell in output for cell in ("7-3", "-0.001235", "0.042", "0.000123"))
@@ -244,19 +249,7 @@ def test_comparison_names_wrap_whole_and_stay_apart(width):
 
 @pytest.mark.parametrize("width", [60, 80])
 def test_pairwise_names_never_wrap_a_character_per_line(width):
-    rows = [
-        {
-            "a": a,
-            "b": b,
-            "paired_seeds": 10,
-            "a_wins": 7,
-            "b_wins": 3,
-            "mean_difference": -0.001234567,
-            "wilcoxon_p": 0.0419921875,
-            "ttest_p": 0.000123456,
-        }
-        for a, b in ((SWEEP[0], SWEEP[1]), (SWEEP[2], "exponential"))
-    ]
+    rows = [pairwise_row(a, b) for a, b in ((SWEEP[0], SWEEP[1]), (SWEEP[2], "exponential"))]
     text = render(report.render_pairwise(rows), width=width)
     fits(text, width)
     assert "…" not in text
