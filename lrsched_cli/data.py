@@ -68,6 +68,14 @@ def build_dataset(cfg: DataConfig, data_seed: int, split_seed: int) -> Dataset:
     task = spec.task or options["task"]
     features, targets = spec.load(np.random.default_rng(data_seed), **options)
     features = features.astype(np.float32)
+    if len(features) < 2:
+        key = "data.path" if cfg.name == "csv" else "data.n_samples"
+        where = f"{cfg.path} has" if cfg.name == "csv" else f"dataset {cfg.name!r} gives"
+        raise ConfigError(
+            f"{key}: {where} {len(features)} sample(s); a run needs at least 2, one to train "
+            "on and one to validate",
+            key,
+        )
     order = np.random.default_rng(split_seed).permutation(len(features))
     n_val = min(max(1, round(len(features) * cfg.val_fraction)), len(features) - 1)
     val, train = order[:n_val], order[n_val:]

@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 
-from lrsched_cli.config import ExperimentConfig, SchedulerConfig
+from lrsched_cli.config import FLOAT32_MAX, ConfigError, ExperimentConfig, SchedulerConfig
 from lrsched_cli.registry import (
     Segment,
     build_optimizer,
     build_scheduler,
     check_expressions,
+    one_line,
     scheduler_argument,
     scheduler_spec,
     segments,
@@ -66,23 +67,89 @@ def plan_schedule(cfg: ExperimentConfig, steps_per_epoch: int, horizon: int | No
         momentum.append(momentum_of(optimizer))
         # No gradient: nothing moves, but torch sees optimizer.step() before scheduler.step().
         # An epoch scheduler needs one step an epoch: the lr cannot change within the epoch.
-        for _ in range(steps_per_epoch if per_step else 1):
-            if per_step:
-                step_lrs.append(float(optimizer.param_groups[0]["lr"]))
-            optimizer.step()
-            if scheduler is not None and per_step:
-                scheduler.step()
-        if scheduler is not None and not per_step:
-            if needs_metric:  # every epoch worse than the best: the fastest decay it allows
-                scheduler.step(float(epoch if block.kwargs.get("mode") != "max" else -epoch))
-            else:
-                scheduler.step()
+        try:
+            for _ in range(steps_per_epoch if per_step else 1):
+                if per_step:
+                    step_lrs.append(float(optimizer.param_groups[0]["lr"]))
+                optimizer.step()
+                if scheduler is not None and per_step:
+                    scheduler.step()
+            if scheduler is not None and not per_step:
+                if needs_metric:  # every epoch worse than the best: the fastest decay it allows
+                    scheduler.step(float(epoch if block.kwargs.get("mode") != "max" else -epoch))
+                else:
+                    scheduler.step()
+        except (ArithmeticError, ValueError, TypeError, IndexError, KeyError) as exc:
+            raise ConfigError(
+                f"scheduler: torch's {block.name} fails when stepped in epoch {epoch}: "
+                f"{one_line(exc)}",
+                "scheduler",
+            ) from None
     plan = Plan(cfg, steps_per_epoch, epoch_lrs, step_lrs, momentum if cycling else None)
+    _check_lrs(plan)
     if needs_metric:
         kwargs = block.kwargs
         plan.plateau = {"floor": kwargs.get("min_lr", 0), "fastest_decay": epoch_lrs}
     plan.warnings = lint(plan)
     return plan
+
+
+# The arguments that set the lr's size, per scheduler class, the likeliest culprit first:
+# where a schedule gives a negative or overflowing lr, the message names one of these.
+LR_ARGUMENTS = {
+    "StepLR": ("gamma",),
+    "MultiStepLR": ("gamma",),
+    "ExponentialLR": ("gamma",),
+    "LambdaLR": ("lr_lambda",),
+    "MultiplicativeLR": ("lr_lambda",),
+    "OneCycleLR": ("max_lr", "div_factor", "final_div_factor"),
+    "CyclicLR": ("base_lr", "max_lr"),
+    "ConstantLR": ("factor",),
+    "LinearLR": ("start_factor", "end_factor"),
+    "PolynomialLR": ("power",),
+    "CosineAnnealingLR": ("eta_min",),
+    "CosineAnnealingWarmRestarts": ("eta_min",),
+    "ReduceLROnPlateau": ("factor", "min_lr"),
+}
+
+
+def _check_lrs(plan: Plan) -> None:
+    """Every lr the rehearsal produced must be one a float32 model can train with: finite,
+    not negative (torch's SGD trains at a negative lr, climbing the loss), at most float32's
+    largest number (a larger one overflows inside optimizer.step())."""
+    lrs = plan.stepped_lrs if plan.interval == "step" else plan.epoch_lrs
+    bad = next(
+        (i for i, lr in enumerate(lrs) if not (0 <= lr <= FLOAT32_MAX)),  # NaN fails both
+        None,
+    )
+    if bad is None:
+        return
+    lr = lrs[bad]
+    parts = [
+        s for s in segments(plan.config.scheduler, _run_length(plan)) if not s.block.schedulers
+    ]
+    owners = [s for s in parts if s.start <= bad < s.start + s.length] or parts
+    block = owners[0].block if owners else plan.config.scheduler
+    key = owners[0].key if owners else "scheduler"
+    given = [a for a in LR_ARGUMENTS.get(block.name, ()) if a in block.kwargs]
+    negative = [a for a in given if _is_negative(block.kwargs[a])]
+    argument = (negative or given or LR_ARGUMENTS.get(block.name, ()) or [None])[0]
+    where = f"{key}.{argument}" if argument else key
+    if lr < 0:
+        problem = "an lr must not be negative (torch would train uphill)"
+    elif lr > FLOAT32_MAX:
+        problem = f"above float32's largest number ({FLOAT32_MAX:.3g}): training would overflow"
+    else:
+        problem = "an lr must be a finite number"
+    value = f" ({argument}: {block.kwargs[argument]})" if argument in block.kwargs else ""
+    raise ConfigError(
+        f"{where}: {block.name} gives lr {lr:.4g} at {_at(plan, bad)}{value}; {problem}", where
+    )
+
+
+def _is_negative(value: Any) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return any(isinstance(v, int | float) and v < 0 for v in values)
 
 
 def momentum_of(optimizer) -> float | None:

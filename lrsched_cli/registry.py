@@ -9,11 +9,18 @@ import collections.abc
 import difflib
 import importlib
 import inspect
+import types
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lrsched_cli.config import ConfigError, OptimizerConfig, SchedulerConfig, WarmupConfig
+from lrsched_cli.config import (
+    ConfigError,
+    OptimizerConfig,
+    SchedulerConfig,
+    WarmupConfig,
+    excerpt,
+)
 from lrsched_cli.expressions import LrExpression
 
 if TYPE_CHECKING:
@@ -48,6 +55,13 @@ SPECS = {
     "MultiplicativeLR": SchedulerSpec(expression_args=("lr_lambda",)),
     "SequentialLR": SchedulerSpec(composite=True),
     "ChainedScheduler": SchedulerSpec(composite=True),
+}
+# Lengths torch divides by (`epoch % step_size`) or that make no schedule below 1: 0 raises
+# ZeroDivisionError in the first step(), a negative value gives a schedule nobody meant.
+POSITIVE_ARGUMENTS = {
+    "StepLR": ("step_size",),
+    "CosineAnnealingLR": ("T_max",),
+    "CyclicLR": ("step_size_up", "step_size_down"),
 }
 SCHEDULER_ALIASES = {
     "step": "StepLR",
@@ -128,12 +142,15 @@ def resolve_scheduler(
     return resolved
 
 
-def _resolve(cfg: SchedulerConfig, epochs: int, steps_per_epoch: int, task: str):
+def _resolve(
+    cfg: SchedulerConfig, epochs: int, steps_per_epoch: int, task: str, key: str = "scheduler"
+):
     name = canonical_scheduler_name(cfg.name)
     if name == "none":
         _refuse_keys(cfg, "none", ["interval", "monitor", "schedulers", "warmup", *cfg.kwargs])
         return SchedulerConfig(name="none")
     spec = scheduler_spec(name)
+    _check_positive(cfg, name, key)
     children = _resolve_children(cfg, name, epochs, steps_per_epoch, task)
     interval = cfg.interval or _default_interval(name, cfg.schedulers)
     if spec.needs_metric and interval == "step":
@@ -157,6 +174,17 @@ def _resolve(cfg: SchedulerConfig, epochs: int, steps_per_epoch: int, task: str)
     if name == "OneCycleLR" and not _has_cycle_length(cfg.kwargs):
         updates["total_steps"] = max(1, run_length - warmup_length(updates.get("warmup")))
     return SchedulerConfig.model_validate({**cfg.model_dump(exclude_none=True), **updates})
+
+
+def _check_positive(cfg: SchedulerConfig, name: str, key: str) -> None:
+    for argument in POSITIVE_ARGUMENTS.get(name, ()):
+        value = cfg.kwargs.get(argument)
+        if _is_int(value) and value < 1:
+            where = f"{key}.{argument}"
+            raise ConfigError(
+                f"{where}: {name}'s {argument} is a number of steps: 1 or more (got {value})",
+                where,
+            )
 
 
 def warmup_length(warmup: dict | WarmupConfig | None) -> int:
@@ -340,10 +368,22 @@ def _construct(cls: type, first: Any, kwargs: dict[str, Any], key: str, managed=
     }
     try:
         return cls(first, **checked, **(managed or {}))
-    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, ArithmeticError) as exc:
         raise ConfigError(
-            f"{key}: torch's {cls.__name__} rejected these arguments: {exc}", key
+            f"{key}: torch's {cls.__name__} rejected these arguments: {one_line(exc)}", key
         ) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message as one line: a pydantic error's first problem, without the
+    multi-line dump and its URL; anything else's first line, cut short."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        error = exc.errors()[0]
+        return f"{error['msg'].lower()} (got {excerpt(error.get('input'))})"
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return lines[0] if len(lines[0]) <= 300 else lines[0][:297] + "..."
 
 
 def _check_type(owner: Any, param: inspect.Parameter, value: Any, where: str) -> Any:
@@ -357,14 +397,58 @@ def _check_type(owner: Any, param: inspect.Parameter, value: Any, where: str) ->
         adapter = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
     except Exception:  # an annotation pydantic cannot model: leave it to torch
         return value
-    try:
-        return adapter.validate_python(value)
-    except ValidationError as exc:
-        expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        message = exc.errors()[0]["msg"].lower()
+    expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    if isinstance(value, str) and _wants_collection(annotation):
+        # pydantic takes a string as an iterable of characters: '30' would be [3, 0].
+        name = where.rpartition(".")[2]
         raise ConfigError(
-            f"{where}: {owner.__name__} expects {expected}; {message} (got {value!r})", where
+            f"{where}: {owner.__name__} expects a list, not the string "
+            f"{excerpt(value)}; write it as a list: {name}: {_as_list_text(value)}",
+            where,
+        )
+    try:
+        checked = adapter.validate_python(value)
+        if isinstance(checked, collections.abc.Iterator):
+            # An Iterable annotation validates lazily, inside torch; check every item now.
+            checked = list(checked)
+        return checked
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = error["msg"].lower()
+        item = error["loc"][0] if error["loc"] else None
+        got = f"item {item} is {excerpt(error['input'])}" if _is_int(item) else excerpt(value)
+        raise ConfigError(
+            f"{where}: {owner.__name__} expects {expected}; {message} (got {got})", where
         ) from None
+
+
+COLLECTIONS = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    collections.abc.Iterable,
+    collections.abc.Sequence,
+    collections.abc.Collection,
+    collections.abc.Set,
+)
+
+
+def _wants_collection(annotation: Any) -> bool:
+    """Whether `annotation` takes only collections (and perhaps None), no string or number."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_wants_collection(member) for member in members)
+    return (origin or annotation) in COLLECTIONS
+
+
+def _as_list_text(text: str) -> str:
+    """`'1,2'` or `'30'` as the YAML list the user meant, where it reads as one."""
+    parts = [part for part in text.replace(",", " ").split() if part]
+    if parts and len(text) <= 100:
+        return f"[{', '.join(parts)}]"
+    return "[30, 80]"
 
 
 def _annotation(owner: Any, param: inspect.Parameter) -> Any:
@@ -452,7 +536,7 @@ def _resolve_children(cfg, name, epochs, steps_per_epoch, task) -> list[Schedule
                 "(use ReduceLROnPlateau on its own)",
                 f"{key}.name",
             )
-        resolved.append(_resolve(child, epochs, steps_per_epoch, task))
+        resolved.append(_resolve(child, epochs, steps_per_epoch, task, key))
     interval = cfg.interval or _default_interval(name, cfg.schedulers)
     run_length = epochs * (steps_per_epoch if interval == "step" else 1)
     milestones = cfg.kwargs.get("milestones") if name == "SequentialLR" else None
