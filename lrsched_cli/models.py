@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from lrsched_cli.config import ConfigError, ModelConfig
+from lrsched_cli.config import ConfigError, ModelConfig, check_model_size
 from lrsched_cli.registry import bind_options, lookup_name
 
 ACTIVATIONS = {
@@ -64,7 +64,11 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int) 
     """Build a resolved model config for data of `input_shape` (one sample) and `n_outputs`."""
     options = cfg.model_dump(exclude_none=True, exclude={"name"})
     if ":" in cfg.name:
-        return _import_factory(cfg.name)(input_shape, n_outputs, **options)
+        model = _import_factory(cfg.name)(input_shape, n_outputs, **options)
+        built = sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module) else 0
+        check_model_size(cfg, input_shape, n_outputs, built)
+        return model
+    check_model_size(cfg, input_shape, n_outputs)  # counted from the layer sizes, not built
     return MODELS[cfg.name].build(input_shape, n_outputs, **options)
 
 
