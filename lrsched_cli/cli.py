@@ -260,23 +260,36 @@ def compare(
         for warning in warnings:
             err.print(_styled(("warning: ", "yellow"), warning))
         seed_values = _seeds(seeds, seed_list)
+        made_runs_dir = not runs_dir.exists()
         out_dir = store.create_run_dir(runs_dir, "compare")
         progress = _CompareProgress(len(found.configs) * len(seed_values), quiet=as_json)
-        with progress:
-            comparison = comparing.compare(
-                found,
-                seed_values,
-                out_dir,
-                jobs or os.cpu_count() or 1,
-                METRIC_ALIASES.get(metric, metric),
-                target,
-                warnings,
-                progress.on_result,
-                run_plots,
-                lint=lambda found: _warn_configs(found, strict),
-            )
+        try:
+            with progress:
+                comparison = comparing.compare(
+                    found,
+                    seed_values,
+                    out_dir,
+                    jobs or os.cpu_count() or 1,
+                    METRIC_ALIASES.get(metric, metric),
+                    target,
+                    warnings,
+                    progress.on_result,
+                    run_plots,
+                    lint=lambda found: _warn_configs(found, strict),
+                )
+        except BaseException:
+            if made_runs_dir:  # stopped before any run: leave no empty directory behind
+                try:
+                    runs_dir.rmdir()
+                except OSError:
+                    pass  # not empty: other runs live there
+            raise
         _draw_comparison(comparison)
         _render_comparison(comparison, as_json)
+        if comparison.interrupted:
+            ended = "compared the runs that ended; the others never started"
+            err.print(_styled(("interrupted", "yellow"), f": {ended}"))
+            raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command(cls=_PlainHelp)

@@ -413,9 +413,7 @@ def _check_extensible(cfg: ExperimentConfig, epochs: int) -> None:
         )
 
 
-def _execute(
-    experiment, path, writer, records, summary, observer, start, stop=None
-) -> RunResult:
+def _execute(experiment, path, writer, records, summary, observer, start, stop=None) -> RunResult:
     """Train from `start` (epochs, steps done), keeping each epoch on disk as it ends."""
     observer = observer or RunObserver()
     cfg = experiment.config

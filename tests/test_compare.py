@@ -135,10 +135,10 @@ def test_compare_cli_writes_the_comparison(tmp_path):
 def test_a_failing_config_does_not_stop_the_others(tmp_path, monkeypatch):
     real = runner.run_experiment
 
-    def fail_cosine(cfg, runs_dir, observer=None, label=None):
+    def fail_cosine(cfg, runs_dir, observer=None, label=None, **options):
         if cfg.name == "cosine":
             raise RuntimeError("boom")
-        return real(cfg, runs_dir, observer, label)
+        return real(cfg, runs_dir, observer, label, **options)
 
     monkeypatch.setattr(runner, "run_experiment", fail_cosine)
     inputs = compare.collect_inputs(write_pair(tmp_path))
