@@ -440,16 +440,25 @@ def schema() -> None:
 
 
 def _seeds(count: int | None, listed: str | None) -> list[int]:
+    # ConfigError, not typer.BadParameter: this runs inside _exit_codes, past click's parsing,
+    # where a BadParameter would be reported as a failure (exit 1) instead of bad usage.
     if count is not None and listed is not None:
-        raise typer.BadParameter("give --seeds or --seed-list, not both")
+        raise ConfigError("give --seeds or --seed-list, not both")
     if listed is None:
         return list(range(count)) if count else [0, 1, 2]
+    shown = listed if len(listed) <= 40 else f"{listed[:37]}..."
     try:
         values = [int(part) for part in listed.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter(f"--seed-list {listed!r}: expected integers, e.g. 0,1,2") from None
-    if not values or min(values) < 0 or len(set(values)) != len(values):
-        raise typer.BadParameter(f"--seed-list {listed!r}: expected distinct seeds >= 0")
+        raise ConfigError(f"--seed-list {shown!r}: expected integers, e.g. 0,1,2") from None
+    seen: set[int] = set()
+    repeated = next((value for value in values if value in seen or seen.add(value)), None)
+    if repeated is not None:
+        raise ConfigError(
+            f"--seed-list {shown!r}: seed {repeated} is given twice; expected distinct seeds"
+        )
+    if not values or min(values) < 0:
+        raise ConfigError(f"--seed-list {shown!r}: expected distinct seeds >= 0, e.g. 0,1,2")
     return values
 
 

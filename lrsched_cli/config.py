@@ -244,7 +244,7 @@ class ModelConfig(BaseModel):
         if sizes is not None and least is not None and least > MAX_PARAMETERS:
             raise PydanticCustomError(
                 "too_many_parameters",
-                f"a {name} with these layers has at least {least:,} parameters; the limit is "
+                f"this {name}'s layers give at least {least:,} parameters; the limit is "
                 f"{MAX_PARAMETERS:,} (lrsched trains toy models); use fewer or smaller layers",
             )
         return sizes
@@ -566,7 +566,8 @@ def _where(key: str, text: str, path: Path | None, sources: list[tuple[str, str]
 def _override_source(override: str | tuple[str, str]) -> tuple[str, str]:
     if isinstance(override, tuple):
         return override
-    return override.partition("=")[0].strip(), f"--set {override}"
+    shown = override if len(override) <= 80 else f"{override[:77]}..."
+    return override.partition("=")[0].strip(), f"--set {shown}"
 
 
 def _sweep_line(text: str, key: str) -> int | None:
