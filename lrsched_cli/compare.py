@@ -53,6 +53,7 @@ class Inputs:
     swept: dict[str, dict[str, Any]] = field(default_factory=dict)  # sweep member -> values
     files: dict[str, Path] = field(default_factory=dict)  # config name -> the file it came from
     overrides: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished runs whose files are corrupt
 
 
 @dataclass
@@ -74,7 +75,7 @@ def collect_inputs(
     for argument in arguments:
         for path in _expand(argument):
             if path.is_dir() and (path / store.METRICS_FILE).is_file():
-                inputs.runs.append(store.read_run(path))
+                _add_run(inputs, path)
             elif path.is_dir():
                 _collect_folder(path, inputs, overrides, epochs)
             else:
@@ -87,8 +88,19 @@ def collect_inputs(
             "`name:` so their results can be told apart"
         )
     if not inputs.configs and not inputs.runs:
+        if inputs.skipped:
+            raise store.RunUnusable("nothing to compare: " + "; ".join(inputs.skipped))
         raise ConfigError(f"nothing to compare in {' '.join(arguments)}")
     return inputs
+
+
+def _add_run(inputs: Inputs, path: Path) -> None:
+    """A finished run; one whose files are corrupt is skipped and reported, so that it does not
+    sink the comparison of the others."""
+    try:
+        inputs.runs.append(store.read_run(path))
+    except store.RunCorrupt as exc:
+        inputs.skipped.append(f"skipped the run in {path}: {exc}")
 
 
 def check_comparable(inputs: Inputs, force: bool) -> list[str]:
@@ -102,7 +114,7 @@ def check_comparable(inputs: Inputs, force: bool) -> list[str]:
             + "; ".join(problems)
             + ". Use --force to compare anyway"
         )
-    return problems
+    return [*inputs.skipped, *problems]
 
 
 def plan_jobs(configs: list[ExperimentConfig], seeds: list[int]) -> list[Job]:
@@ -887,7 +899,8 @@ def _collect_folder(path: Path, inputs: Inputs, overrides, epochs) -> None:
     runs += sorted(p.parent for p in path.glob("runs/*/metrics.csv"))
     if not runs:
         raise store.RunNotFound(f"{path} holds no configs (*.yaml) and no run directories")
-    inputs.runs += [store.read_run(run) for run in runs]
+    for run in runs:
+        _add_run(inputs, run)
 
 
 def _link(target: Path, link: Path) -> None:
