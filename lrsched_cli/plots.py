@@ -407,3 +407,96 @@ def overlay_groups(runs: list[RunHistory]) -> dict[str, list[RunHistory]]:
                 groups[f"{label} seed {seed}" + (f" ({run.path.name})" if repeated else "")] = [run]
     return groups
 
+
+# One colour and marker per rule, the same in every lr_find.png.
+RULE_STYLES = {
+    "valley": ("tab:green", "o"),
+    "steep": ("tab:orange", "v"),
+    "minimum": ("tab:purple", "s"),
+    "slide": ("tab:cyan", "D"),
+}
+STOP_LABELS = {
+    "diverged": "stopped: loss above 4 x best",
+    "nonfinite": "stopped: non-finite loss",
+    "interrupted": "stopped: Ctrl-C",
+    "end_of_grid": "end of grid",
+}
+
+
+def plot_lr_find(run_dir: Path, out_dir: Path | None = None) -> Path:
+    """lr_find.png of a find-lr directory, from its lr_find.csv and summary.json alone: loss
+    against lr (log axis), raw faint, smoothed bold, each rule's lr and the stop point marked."""
+    import numpy as np
+
+    from lrsched_cli.lr_rules import PNG_FILE, read_curve
+
+    rows, summary = read_curve(run_dir)
+    out_dir = out_dir or Path(run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = summary.get("name") or Path(run_dir).name
+    figure, axes = _figure(f"{name}: LR range test ({summary.get('optimizer', '?')})")
+    axes.set_xlabel("learning rate (log scale)")
+    axes.set_ylabel("training loss")
+    lrs = [row["lr"] for row in rows]
+    raw = [row["loss"] for row in rows]
+    smoothed = [row["smoothed_loss"] for row in rows]
+    if not rows:
+        return _no_curve(figure, axes, out_dir / PNG_FILE, summary)
+    axes.set_xscale("log")
+    axes.plot(lrs, raw, color="tab:blue", lw=0.8, alpha=0.3, label="loss (each batch)")
+    axes.plot(lrs, smoothed, color="tab:blue", lw=2, label="smoothed loss")
+    finite = [(lr, s) for lr, s in zip(lrs, smoothed, strict=True) if math.isfinite(s)]
+    for item in summary.get("suggestions", []):
+        if item.get("lr") is None or not finite:
+            continue
+        colour, marker = RULE_STYLES.get(item["rule"], ("black", "o"))
+        # minimum's lr is a tenth of the point it read: mark the lr itself, on the curve
+        x = [np.log(lr) for lr, _ in finite]
+        y = float(np.interp(np.log(item["lr"]), x, [s for _, s in finite]))
+        default = " (default)" if item.get("default") else ""
+        axes.plot(
+            item["lr"], y, marker, color=colour, ms=8, mec="black", mew=0.6, zorder=3,
+            label=f"{item['rule']}{default}: {item['lr']:.1e}",
+        )  # fmt: skip
+    _mark_stop(axes, rows, summary.get("stopped") or {})
+    _fit_loss_axis(axes, raw, smoothed)
+    handles, labels = axes.get_legend_handles_labels()
+    axes.legend(handles, [_literal(label) for label in labels], loc="best", fontsize="small")
+    path = out_dir / PNG_FILE
+    figure.savefig(path)
+    return path
+
+
+def _mark_stop(axes: Axes, rows: list[dict], stopped: dict) -> None:
+    """A red dotted line at the lr where the test stopped, and a cross on the curve there."""
+    step = stopped.get("step")
+    at = next((row for row in rows if row["step"] == step), rows[-1])
+    label = STOP_LABELS.get(stopped.get("reason"), "stopped")
+    axes.axvline(at["lr"], color="tab:red", ls=":", lw=1.2, label=f"{label} ({at['lr']:.2g})")
+    if math.isfinite(at["smoothed_loss"]):
+        axes.plot(at["lr"], at["smoothed_loss"], "X", color="tab:red", ms=9, zorder=3)
+
+
+def _fit_loss_axis(axes: Axes, raw: list, smoothed: list) -> None:
+    """The y range of the curve the rules read, with room: the blow-up that stops the test
+    (up to 4 x the best loss, and a raw loss beyond) would squash it. The stop line shows
+    where the curve leaves the top."""
+    from lrsched_cli.lr_rules import SKIP_END
+
+    read = smoothed[:-SKIP_END] if len(smoothed) > 2 * SKIP_END else smoothed
+    values = [v for v in read if v is not None and math.isfinite(v)]
+    if not values:
+        return
+    low = min([*values, *(v for v in raw if v is not None and math.isfinite(v))])
+    high = max(values)
+    pad = 0.08 * (high - low or abs(high) or 1)
+    axes.set_ylim(low - pad, high + pad)
+
+
+def _no_curve(figure, axes: Axes, path: Path, summary: dict) -> Path:
+    note = _literal(f"no step finished (status: {summary.get('status', 'unknown')})")
+    axes.text(0.5, 0.5, note, ha="center", va="center")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    figure.savefig(path)
+    return path
