@@ -319,6 +319,14 @@ def plot(
     from lrsched_cli import plots, store
 
     with _exit_codes(None):
+        from lrsched_cli.lr_rules import is_find_lr_dir
+
+        # A find-lr directory holds a loss curve, not epochs: it has its own PNG.
+        for each in [each for each in inputs if is_find_lr_dir(each)]:
+            console.print(_styled(str(plots.plot_lr_find(each, out))), soft_wrap=True)
+        inputs = [each for each in inputs if not is_find_lr_dir(each)]
+        if not inputs:
+            return
         histories = [store.read_run(run) for each in inputs for run in store.find_runs(each)]
         if len(histories) == 1:
             paths = plots.plot_run(histories[0], out or histories[0].path, lr_scale)
@@ -403,6 +411,127 @@ def _warn(warnings: list[str], strict: bool, quiet: bool) -> None:
     if strict and warnings:
         _print_error("error", f"{len(warnings)} warning(s) and --strict")
         raise typer.Exit(EXIT_USAGE)
+
+
+GridMode = Literal["exp", "linear"]
+
+
+@app.command("find-lr", cls=_PlainHelp)
+def find_lr(
+    config: Annotated[Path, typer.Argument(help="The experiment's YAML config.", metavar="CONFIG")],
+    start: Annotated[float, typer.Option(help="The first lr of the grid.", metavar="LR")] = 1e-7,
+    end: Annotated[float, typer.Option(help="The last lr of the grid.", metavar="LR")] = 10.0,
+    steps: Annotated[
+        int, typer.Option(help="Optimizer steps, one lr each (at least 10).", metavar="N")
+    ] = 100,
+    mode: Annotated[
+        GridMode, typer.Option(help="exp: lrs evenly spaced in log lr; linear: in lr.")
+    ] = "exp",
+    runs_dir: RunsDir = Path("runs"),
+    overrides: Overrides = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.", min=0, metavar="N")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the directory.")] = False,
+) -> None:
+    """The LR range test: the loss as the lr grows, and what each rule suggests.
+
+    Trains a throwaway copy of the config's model on its data, with its optimizer and seed,
+    one step per lr; the config's scheduler is not used. Writes lr_find.csv, summary.json and
+    lr_find.png to a new directory under --runs-dir."""
+    from lrsched_cli.lr_rules import Grid
+
+    try:
+        grid = Grid(start, end, steps, mode)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with _exit_codes(config, overrides):
+        from lrsched_cli import find_lr as range_test  # torch: only for the commands that train
+        from lrsched_cli.config import load_config
+        from lrsched_cli.plots import plot_lr_find
+
+        cfg = load_config(config, overrides or [], seed=seed, device=device)
+        with _FindLrProgress(enabled=not (quiet or as_json)) as progress:
+            result = range_test.find_lr(cfg, runs_dir, grid, progress.on_step)
+        plot_lr_find(result.path)
+        _render_find_lr(result.path, result.summary, as_json, quiet)
+        if result.status == "interrupted":
+            err.print(_styled(("interrupted", "yellow"), ": the curve so far is kept"))
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _render_find_lr(path: Path, summary: dict[str, Any], as_json: bool, quiet: bool) -> None:
+    """The suggestions as a table, then where the test stopped and where its files are."""
+    if as_json:
+        print(json.dumps({"run_dir": str(path), **summary}, indent=2))
+        return
+    if quiet:
+        print(path)
+        return
+    from rich.table import Table
+
+    from lrsched_cli.lr_rules import RULES
+
+    table = Table(title="suggested lr", title_justify="left")
+    for header in ("rule", "lr", "step", "use it with"):
+        table.add_column(header, overflow="fold", justify="right" if header == "step" else "left")
+    for item in summary["suggestions"]:
+        name = item["rule"] + (" *" if item["default"] else "")
+        if item["lr"] is None:
+            table.add_row(name, "-", "", _styled((item["reason"], "dim")))
+        else:
+            table.add_row(name, f"{item['lr']:.1e}", str(item["step"]), item["use"])
+    console.print(table)
+    rules = " · ".join(f"{rule}: {text}" for rule, text in RULES.items())
+    console.print(_styled((f"* the default. {rules}", "dim")))
+    stopped = summary["stopped"]
+    if stopped.get("step"):
+        where = f"stopped at step {stopped['step']} (lr {stopped['lr']:.2g}): {stopped['detail']}"
+        console.print(_styled(where))
+    for note in summary.get("notes", []):
+        err.print(_styled(("note: ", "yellow"), note), soft_wrap=True)
+    console.print(_styled("directory: ", (str(path), "bold")), soft_wrap=True)
+
+
+class _FindLrProgress:
+    """The range test's steps as a transient bar, with the lr and smoothed loss reached; drawn
+    only on a terminal, as the run's progress is."""
+
+    def __init__(self, enabled: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
+            MofNCompleteColumn(),
+            console=console.get(),
+            transient=True,
+        )
+        self.enabled = enabled and console.is_terminal
+        self.task = None
+        self.described_at = -math.inf
+
+    def __enter__(self) -> _FindLrProgress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+    def on_step(self, step: int, steps: int, lr: float, smoothed: float) -> None:
+        if not self.enabled:
+            return
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("lr range test", total=steps)
+        now = time.monotonic()
+        if now - self.described_at >= _ProgressObserver.REFRESH:
+            self.described_at = now
+            text = f"lr {lr:.1e} · smoothed loss {smoothed:.4g}"
+            self.progress.update(self.task, description=text)
+        self.progress.update(self.task, completed=step)
 
 
 @app.command("list", cls=_PlainHelp)

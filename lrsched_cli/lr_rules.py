@@ -36,10 +36,10 @@ FLAT = 1e-3
 # The peak lr of these schedulers is their own argument, not the optimizer's lr.
 PEAK_LR_KEYS = {"OneCycleLR": "scheduler.max_lr", "CyclicLR": "scheduler.max_lr"}
 RULES = {
-    "valley": "the middle of the longest descent",
-    "steep": "the steepest descent",
-    "minimum": "the lowest loss, divided by 10",
-    "slide": "where the slope settles, walking left from the end",
+    "valley": "middle of the longest descent",
+    "steep": "steepest descent",
+    "minimum": "lowest loss / 10",
+    "slide": "where the slope settles, left of the blow-up",
 }
 
 
@@ -111,7 +111,7 @@ class StopRule:
             return "nonfinite", f"the loss is {loss} at step {step}"
         if self.off_at is None and smoothed > DIVERGE * self.best:
             return "diverged", (
-                f"the smoothed loss {smoothed:.4g} is above {DIVERGE:g} x the best {self.best:.4g}"
+                f"smoothed loss {smoothed:.3g} > {DIVERGE:g} x best {self.best:.3g}"
             )
         self.best = min(self.best, smoothed)
         if self.best <= 0 and self.off_at is None:
