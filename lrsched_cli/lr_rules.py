@@ -168,10 +168,11 @@ def suggest(lrs, losses, peak_key: str = "optimizer.lr") -> list[Suggestion]:
 
 def _no_suggestion(window: np.ndarray, finite_points: int) -> str | None:
     if len(window) < MIN_POINTS:
+        points = f"{len(window)} point{'s' * (len(window) != 1)}"
         return (
-            f"only {len(window)} points in the window (steps {finite_points // 10 + 1} to "
-            f"{finite_points - SKIP_END} of {finite_points} finite); the rules need "
-            f"{MIN_POINTS}: run more --steps, or a wider --start/--end"
+            f"only {points} in the window the rules read ({finite_points} finite steps, less "
+            f"the first tenth and the last {SKIP_END}); they need {MIN_POINTS}: run more "
+            "--steps, or a wider --start/--end"
         )
     low, high = float(window.min()), float(window.max())
     if high - low <= FLAT * max(abs(low), abs(high)):
