@@ -6,7 +6,6 @@ Torch-free (numpy and store only), so `lrsched plot` redraws lr_find.png from th
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,19 +240,15 @@ class RangeCurve:
 
 def write_curve(path: Path, curve: RangeCurve, summary: dict[str, Any]) -> None:
     """lr_find.csv, then summary.json, each written whole and then renamed into place."""
-    if curve.rows:
-        store.write_csv(path / CURVE_FILE, curve.rows)
-    else:  # stopped before its first step: the header alone, as the readers expect
-        store._replace_text(path / CURVE_FILE, ",".join(CURVE_COLUMNS) + "\n")
-    text = json.dumps(store._finite_or_null(summary), indent=2, allow_nan=False)
-    store._replace_text(path / store.SUMMARY_FILE, text + "\n")
+    store.write_csv(path / CURVE_FILE, curve.rows, list(CURVE_COLUMNS))
+    store.write_json(path / store.SUMMARY_FILE, summary)
 
 
 def read_curve(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A find-lr directory's rows and summary, through the readers `lrsched plot` trusts."""
     path = Path(path)
-    rows = store._read_rows(path / CURVE_FILE, "step")
-    return [row for row in rows if row.get("lr") is not None], store._read_summary(
+    rows = store.read_rows(path / CURVE_FILE, "step")
+    return [row for row in rows if row.get("lr") is not None], store.read_summary(
         path / store.SUMMARY_FILE
     )
 

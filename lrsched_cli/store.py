@@ -107,10 +107,8 @@ class RunWriter:
         self._metrics.handle.flush()
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """Replace summary.json whole (write, then rename): readers never see half a file.
-        A non-finite number (a diverged run's loss) is written as null: strict JSON has none."""
-        text = json.dumps(_finite_or_null(summary), indent=2, allow_nan=False)
-        _replace_text(self.path / SUMMARY_FILE, text + "\n")
+        """Replace summary.json whole (write, then rename): readers never see half a file."""
+        write_json(self.path / SUMMARY_FILE, summary)
 
     def close(self) -> None:
         self._metrics.handle.close()
@@ -188,7 +186,7 @@ def _reopen_csv(path: Path, key: str, keep: int) -> _CsvFile:
     """Keep the header and the complete rows whose `key` is at most `keep`, then append."""
     text = _read_text(path)
     header = text.splitlines()[0] if text else ""
-    rows = [row for row in _read_rows(path) if isinstance(row.get(key), int) and row[key] <= keep]
+    rows = [row for row in read_rows(path) if isinstance(row.get(key), int) and row[key] <= keep]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerows([_cell(row.get(c)) for c in header.split(",")] for row in rows)
@@ -214,9 +212,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows of dicts as a CSV file whose columns are every key, in first-seen order."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+def write_json(path: Path, document: Any) -> None:
+    """Replace a JSON file whole (write, then rename). A non-finite number (a diverged run's
+    loss) is written as null: strict JSON has none."""
+    text = json.dumps(_finite_or_null(document), indent=2, allow_nan=False)
+    _replace_text(path, text + "\n")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """Rows of dicts as a CSV file whose columns are every key, in first-seen order (or
+    `columns`, which also gives a file of no rows its header)."""
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -236,9 +242,9 @@ def read_run(path: Path) -> RunHistory:
     return RunHistory(
         path=path,
         config=_read_config(path / CONFIG_FILE),
-        epochs=_read_rows(path / METRICS_FILE, "epoch"),
-        steps=_read_rows(path / STEPS_FILE, "step"),
-        summary=_read_summary(path / SUMMARY_FILE),
+        epochs=read_rows(path / METRICS_FILE, "epoch"),
+        steps=read_rows(path / STEPS_FILE, "step"),
+        summary=read_summary(path / SUMMARY_FILE),
     )
 
 
@@ -276,7 +282,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _read_summary(path: Path) -> dict[str, Any]:
+def read_summary(path: Path) -> dict[str, Any]:
     text = _read_text(path)
     try:
         summary = json.loads(text) if text else {}
@@ -306,7 +312,7 @@ def _read_text(path: Path) -> str:
         raise RunCorrupt(path, f"cannot be read: {exc.strerror}") from None
 
 
-def _read_rows(path: Path, key: str | None = None) -> list[dict[str, Any]]:
+def read_rows(path: Path, key: str | None = None) -> list[dict[str, Any]]:
     """The rows of a CSV file lrsched wrote: every row as long as the header, numbers in
     every column but the text ones, and `key` (epoch, step), when given, an integer."""
     text = _read_text(path)
