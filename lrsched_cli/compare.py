@@ -681,7 +681,9 @@ class _Pool(Executor):
 
     def _cancel_queued(self) -> None:
         while self._queue:
-            self._queue.popleft()[0].cancel()
+            future = self._queue.popleft()[0]
+            if future.cancel():
+                future.set_running_or_notify_cancel()  # what wakes wait() and as_completed()
 
     def _wake(self) -> None:
         with self._lock:
