@@ -289,6 +289,11 @@ def compare(
         if comparison.interrupted:
             ended = "compared the runs that ended; the others never started"
             err.print(_styled(("interrupted", "yellow"), f": {ended}"))
+            import signal
+
+            # Exiting with 130 is all that is left: a Ctrl-C in the interpreter's shutdown,
+            # which puts back the default handler, would kill the process by SIGINT instead.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise typer.Exit(EXIT_INTERRUPTED)
 
 
