@@ -200,6 +200,8 @@ def run(
         except KeyboardInterrupt:  # a second Ctrl-C, after training: still say how to go on
             _print_resume_hint(observer.run_dir)
             raise
+        if result.status == "interrupted":
+            _exit_interrupted()
         raise typer.Exit(STATUS_EXIT_CODES.get(result.status, EXIT_FAILED))
 
 
@@ -289,12 +291,7 @@ def compare(
         if comparison.interrupted:
             ended = "compared the runs that ended; the others never started"
             err.print(_styled(("interrupted", "yellow"), f": {ended}"))
-            import signal
-
-            # Exiting with 130 is all that is left: a Ctrl-C in the interpreter's shutdown,
-            # which puts back the default handler, would kill the process by SIGINT instead.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            raise typer.Exit(EXIT_INTERRUPTED)
+            _exit_interrupted()
 
 
 @app.command(cls=_PlainHelp)
@@ -464,7 +461,7 @@ def find_lr(
         _render_find_lr(result.path, result.summary, as_json, quiet)
         if result.status == "interrupted":
             err.print(_styled(("interrupted", "yellow"), ": the curve so far is kept"))
-            raise typer.Exit(EXIT_INTERRUPTED)
+            _exit_interrupted()
 
 
 def _render_find_lr(path: Path, summary: dict[str, Any], as_json: bool, quiet: bool) -> None:
@@ -650,6 +647,15 @@ def _print_resume_hint(run_dir: Path | None) -> None:
         err.print(_styled(f"resume with: lrsched run --resume {run_dir}"), soft_wrap=True)
 
 
+def _exit_interrupted() -> None:
+    """Exit 130. Exiting is all that is left: a Ctrl-C in the interpreter's shutdown, which
+    puts back the default handler, would kill the process by SIGINT instead."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
 @contextmanager
 def _exit_codes(config_path: Path | None, overrides: list[str] | None = None) -> Iterator[None]:
     """Turn the errors a user can cause into one red line and the exit code DESIGN.md gives."""
@@ -659,7 +665,7 @@ def _exit_codes(config_path: Path | None, overrides: list[str] | None = None) ->
         raise
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _exit_interrupted()
     except ConfigError as exc:
         _print_error("error", _locate(exc, config_path, overrides or []))
         raise typer.Exit(EXIT_USAGE) from None
