@@ -64,42 +64,47 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str):
         super().__init__(stream)
         self._depth = 0
-        # Each composed node's size with its aliases expanded. An alias reuses a node, so this
-        # is one pass over the text however far the aliases would expand.
+        # Values composed so far with aliases expanded, and each finished node's share: an
+        # alias reuses its node, so this is one pass over the text however far it would expand,
+        # and composing stops at the value that crosses a bound, not at the end of the file.
+        self._total = 0
         self._sizes: dict[int, int] = {}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+        event = self.peek_event()
+        entries = len(parent.value) if isinstance(parent, yaml.MappingNode) else index
+        if isinstance(entries, int) and entries >= MAX_ITEMS:
+            raise InputTooLarge(f"more than {MAX_ITEMS:,} entries in one value", event.start_mark)
+        if isinstance(event, yaml.AliasEvent):
             node = self.anchors.get(event.anchor)
             if node is not None and id(node) not in self._sizes:
                 raise InputTooLarge(
                     f"alias *{event.anchor} refers to a value that contains it", event.start_mark
                 )
+            self._add(self._sizes[id(node)] if node is not None else 1, event)
             return super().compose_node(parent, index)
+        self._add(1, event)
+        before = self._total
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise InputTooLarge(
-                    f"nesting deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
-                )
-            return super().compose_node(parent, index)
+                raise InputTooLarge(f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)
+            node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-
-    def compose_scalar_node(self, anchor: Any) -> Any:
-        node = super().compose_scalar_node(anchor)
-        self._sizes[id(node)] = 1
+        self._sizes[id(node)] = self._total - before + 1
         return node
 
-    def compose_sequence_node(self, anchor: Any) -> Any:
-        node = super().compose_sequence_node(anchor)
-        self._count(node, node.value)
-        return node
+    def _add(self, values: int, event: Any) -> None:
+        self._total += values
+        if self._total > MAX_NODES:
+            raise InputTooLarge(
+                f"the document expands to more than {MAX_NODES:,} values (aliases included)",
+                event.start_mark,
+            )
 
     def compose_mapping_node(self, anchor: Any) -> Any:
         node = super().compose_mapping_node(anchor)
-        self._count(node, [part for pair in node.value for part in pair])
         first: dict[tuple[str, str], int] = {}
         for key, _ in node.value:
             if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
@@ -112,19 +117,6 @@ class _Loader(yaml.SafeLoader):
                 )
             first[key.tag, key.value] = key.start_mark.line + 1
         return node
-
-    def _count(self, node: Any, children: list) -> None:
-        size = 1 + sum(self._sizes[id(child)] for child in children)
-        if size > MAX_NODES:
-            raise InputTooLarge(
-                f"this value expands to more than {MAX_NODES:,} values (aliases included)",
-                node.start_mark,
-            )
-        if len(children) > MAX_ITEMS * 2 or (
-            isinstance(node, yaml.SequenceNode) and len(children) > MAX_ITEMS
-        ):
-            raise InputTooLarge(f"more than {MAX_ITEMS:,} entries in one value", node.start_mark)
-        self._sizes[id(node)] = size
 
     def construct_yaml_int(self, node: Any) -> int:
         if len(node.value) > MAX_NUMBER_DIGITS:
