@@ -65,7 +65,12 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int) 
     options = cfg.model_dump(exclude_none=True, exclude={"name"})
     if ":" in cfg.name:
         model = _import_factory(cfg.name)(input_shape, n_outputs, **options)
-        built = sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module) else 0
+        # A lazy module's weights have no size until its first forward pass: left uncounted.
+        built = sum(
+            p.numel()
+            for p in (model.parameters() if isinstance(model, nn.Module) else [])
+            if not isinstance(p, nn.parameter.UninitializedParameter)
+        )
         check_model_size(cfg, input_shape, n_outputs, built)
         return model
     check_model_size(cfg, input_shape, n_outputs)  # counted from the layer sizes, not built

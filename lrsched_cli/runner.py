@@ -417,9 +417,6 @@ def _execute(experiment, path, writer, records, summary, observer, start, stop=N
     """Train from `start` (epochs, steps done), keeping each epoch on disk as it ends."""
     observer = observer or RunObserver()
     cfg = experiment.config
-    writer.write_summary(summary)
-    observer.on_start(path, cfg.epochs, experiment.steps_per_epoch)
-
     checkpoints = CheckpointPolicy(cfg.checkpoint_every, cfg.epochs)
 
     def keep_epoch(record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
@@ -431,7 +428,9 @@ def _execute(experiment, path, writer, records, summary, observer, start, stop=N
         writer.write_summary(_finish_summary(summary, records))
         observer.on_epoch(record)
 
-    try:
+    try:  # from the first summary on, a Ctrl-C ends the run as `interrupted`
+        writer.write_summary(summary)
+        observer.on_start(path, cfg.epochs, experiment.steps_per_epoch)
         with torch_threads(experiment.threads):
             status = train(experiment, keep_epoch, observer, start, list(records), stop)
         if status == "stopped_early":
