@@ -22,6 +22,17 @@ TINY = {
 
 
 @pytest.fixture(autouse=True)
+def _sigint_restored():
+    """A command that exits 130 ignores SIGINT on its way out, as the process it ends should;
+    in-process invocations must not pass that on to the next test's subprocesses."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+@pytest.fixture(autouse=True)
 def _quiet_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.setenv("TERMINAL_WIDTH", "120")
