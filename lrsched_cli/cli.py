@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_FAILED = 2, 3, 130, 1
 STATUS_EXIT_CODES = {"completed": 0, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}
 
+
 class _PlainHelp(typer.core.TyperCommand):
     """Help in the words a user reads: `RUN...` rather than `{run_dirs}... <list[Path]>`, and
     the whole first sentence of each command's help in the command list, wrapped, never cut."""
@@ -799,9 +800,7 @@ class _ProgressObserver:
         if steps_per_epoch >= self.LONG_EPOCH:
             self.batches_task = self.progress.add_task("batches", total=steps_per_epoch)
 
-    def on_batches(
-        self, epoch: int, done: int, total: int, lr: float, loss: RunningLoss
-    ) -> None:
+    def on_batches(self, epoch: int, done: int, total: int, lr: float, loss: RunningLoss) -> None:
         if self.epochs_task is None:
             return
         if self.batches_task is not None:

@@ -688,6 +688,7 @@ def _start_summary(experiment: Experiment) -> dict[str, Any]:
 def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     """Fill in what the finished epochs say: best and final val loss, lr cuts, timings."""
     from lrsched_cli.stats import count_lr_cuts  # stats imports scipy only inside functions
+
     summary["epochs_done"] = len(records)
     summary["updated_unix"] = time.time()  # a heartbeat: when the last epoch was kept
     summary["wall_seconds"] = summary["updated_unix"] - summary["started_unix"]
