@@ -55,3 +55,21 @@ def test_a_second_ctrl_c_still_says_how_to_resume(tmp_path, spawn, delay):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert "resume with: lrsched run --resume" in stderr, stderr
+
+
+def test_ctrl_c_while_plotting_a_finished_run_exits_130_and_it_stays_completed(
+    tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from lrsched_cli import cli
+
+    def interrupted_drawing(history, out_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_draw_plots", interrupted_drawing)
+    config = write_config(tmp_path, tiny(epochs=2))
+    result = CliRunner().invoke(cli.app, ["run", str(config), "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 130, result.output
+    assert summary_of(tmp_path / "r")["status"] == "completed"
+    assert "resume with" not in result.stderr
