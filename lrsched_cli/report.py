@@ -404,10 +404,11 @@ class Fitted:
 
 
 class Name:
-    """A config name that wraps after its separators (- _ / = space), never into an ellipsis:
-    two names that differ only at their ends must stay apart in a narrow column."""
+    """A config name that wraps after its separators (- _ / = space, and a dot before a
+    letter, as in `warmup.epochs`, but not in `0.1`), never into an ellipsis: two names that
+    differ only at their ends must stay apart in a narrow column."""
 
-    BREAK = re.compile(r"(?<=[-_/= ])")
+    BREAK = re.compile(r"(?<=[-_/= ])|(?<=\.)(?=[A-Za-z])")
 
     def __init__(self, name: str):
         self.name = printable(name)
