@@ -263,3 +263,12 @@ def test_pairwise_names_never_wrap_a_character_per_line(width):
     assert min(len(line) for line in name_lines if line != "vs") >= 3
     for number in ("-0.001235", "0.042", "0.000123", "7-3"):
         assert text.count(number) == 2
+
+
+def test_names_wrap_at_key_dots_but_never_inside_a_number():
+    assert report._wrap_name("cfg-lr=0.05-warmup.epochs=1", 11) == [
+        "cfg-lr=",
+        "0.05-",
+        "warmup.",
+        "epochs=1",
+    ]
