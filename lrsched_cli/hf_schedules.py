@@ -661,3 +661,72 @@ def _fill_derived(name: str, arguments: dict[str, Any], key: str) -> None:
 def build(optimizer, name: str, arguments: dict[str, Any]) -> LambdaLR:
     """torch's LambdaLR over schedule `name`'s factor, for a resolved block's arguments."""
     return SCHEDULES[name](optimizer, **arguments)
+
+
+def phases(name: str, kwargs: dict[str, Any]) -> Phases | None:
+    """The warmup, stable and decay phases of a resolved wsd or hf.warmup_stable_decay block,
+    in the scheduler's steps (None for the other schedules)."""
+    if name == "wsd":
+        return wsd_phases(kwargs)
+    if name != "hf.warmup_stable_decay":
+        return None
+    warmup, stable, decay = (
+        kwargs["num_warmup_steps"],
+        kwargs["num_stable_steps"],
+        kwargs["num_decay_steps"],
+    )
+    return Phases(warmup, stable, decay, kwargs["num_training_steps"])
+
+
+def lint(name: str, kwargs: dict[str, Any], length: int, key: str, units: str) -> list[str]:
+    """What trains without an error and is not what a warmup-stable-decay was meant to be:
+    warmup and decay that overlap, a decay after the run's end, a run past the decay's end.
+    `length` is the times the run steps the schedule, in `units` (steps or epochs)."""
+    shape = phases(name, kwargs)
+    if shape is None:
+        return []
+    decay_key = "decay_fraction" if name == "wsd" else "num_decay_steps"
+    fix = (
+        "leave total_steps out and lrsched fills in the run's"
+        if name == "wsd"
+        else "leave num_stable_steps and num_training_steps out and lrsched fits them to the run"
+    )
+    warnings = []
+    if shape.warmup + shape.decay > shape.total:
+        done = (shape.total - shape.decay_start) / shape.decay if name == "wsd" else None
+        outcome = (
+            f"the decay starts at the warmup's end and the run ends {done:.0%} of the way down it"
+            if done is not None
+            else "the decay's first steps are lost under the warmup"
+        )
+        warnings.append(
+            f"{key}.{decay_key}: the warmup ({shape.warmup} {units}) and the decay "
+            f"({shape.decay} {units}) together exceed the run ({shape.total} {units}): there "
+            f"is no stable phase, and {outcome}; shorten the warmup or the decay"
+        )
+    elif shape.decay and shape.decay_start >= length:
+        warnings.append(
+            f"{key}: the decay starts after {shape.decay_start} {units}, but the run steps "
+            f"the schedule {length} times: it never decays; {fix}"
+        )
+    elif shape.decay_start + shape.decay < length:
+        after = length - shape.decay_start - shape.decay
+        warnings.append(
+            f"{key}: the decay ends after {shape.decay_start + shape.decay} {units}, and the "
+            f"run trains {after} more at its floor; {fix}"
+        )
+    return warnings
+
+
+def event(name: str, kwargs: dict[str, Any], counter: int) -> str | None:
+    """The lr event on the row trained at the schedule's step `counter` (0-based): `stable`
+    on the first at the peak after a warmup, `decay start` on the first the decay lowers
+    (its first step is still at the peak)."""
+    shape = phases(name, kwargs)
+    if shape is None:
+        return None
+    if shape.warmup and counter == shape.warmup:
+        return "stable"
+    if shape.decay > 1 and counter == shape.decay_start + 1:
+        return "decay start"
+    return None
