@@ -172,6 +172,12 @@ class DataConfig(_Closed):
     name: str = Field(description="a registered dataset (`lrsched list datasets`)")
     batch_size: int = Field(64, gt=0, le=MAX_SIZE)
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of samples held out")
+    test_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="share of samples held out for test: evaluated once, on the final weights",
+    )
     n_samples: int | None = Field(
         None, gt=1, le=MAX_SAMPLES, description="synthetic datasets: how many"
     )

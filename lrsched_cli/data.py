@@ -26,7 +26,9 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Standardized train and validation tensors, on the CPU until the runner moves them."""
+    """Standardized train, validation and test tensors, on the CPU until the runner moves the
+    train and validation ones; the test split (empty with `test_fraction: 0`) stays apart, for
+    the one evaluation of the final weights."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -34,6 +36,8 @@ class Dataset:
     y_val: torch.Tensor
     task: str
     n_outputs: int  # classes for classification, 1 for regression
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -41,6 +45,8 @@ class Dataset:
 
 
 DATASETS: dict[str, DatasetSpec] = {}
+# DataConfig keys that say how to split and batch, not what to load
+SPLIT_KEYS = {"name", "batch_size", "val_fraction", "test_fraction"}
 
 
 def register_dataset(name: str, task: str | None, description: str):
@@ -56,46 +62,84 @@ def register_dataset(name: str, task: str | None, description: str):
 def resolve_data(cfg: DataConfig) -> DataConfig:
     """`cfg` with the dataset's name checked and its options' defaults filled in."""
     name = lookup_name(cfg.name, DATASETS, "dataset", "data.name")
-    given = cfg.model_dump(exclude_none=True, exclude={"name", "batch_size", "val_fraction"})
+    if cfg.val_fraction + cfg.test_fraction >= 1:
+        raise ConfigError(
+            f"data.test_fraction: {cfg.test_fraction} held out for test and {cfg.val_fraction} "
+            "for validation leave nothing to train on; their sum must be below 1",
+            "data.test_fraction",
+        )
+    given = cfg.model_dump(exclude_none=True, exclude=SPLIT_KEYS)
     options = bind_options(DATASETS[name].load, given, "data", f"dataset {name!r}", skip=1)
     return DataConfig.model_validate({**cfg.model_dump(), "name": name, **options})
 
 
-def build_dataset(cfg: DataConfig, data_seed: int, split_seed: int) -> Dataset:
-    """Load a resolved `cfg`, split it with `split_seed` and standardize with train statistics."""
+def build_dataset(
+    cfg: DataConfig, data_seed: int, split_seed: int, test_seed: int | None = None
+) -> Dataset:
+    """Load a resolved `cfg`, split it (test rows with `test_seed`, then validation rows with
+    `split_seed`) and standardize with train statistics."""
     spec = DATASETS[cfg.name]
-    options = cfg.model_dump(exclude_none=True, exclude={"name", "batch_size", "val_fraction"})
+    options = cfg.model_dump(exclude_none=True, exclude=SPLIT_KEYS)
     task = spec.task or options["task"]
     features, targets = spec.load(np.random.default_rng(data_seed), **options)
     features = features.astype(np.float32)
-    if len(features) < 2:
-        key = "data.path" if cfg.name == "csv" else "data.n_samples"
-        where = f"{cfg.path} has" if cfg.name == "csv" else f"dataset {cfg.name!r} gives"
-        raise ConfigError(
-            f"{key}: {where} {len(features)} sample(s); a run needs at least 2, one to train "
-            "on and one to validate",
-            key,
-        )
-    order = np.random.default_rng(split_seed).permutation(len(features))
-    n_val = min(max(1, round(len(features) * cfg.val_fraction)), len(features) - 1)
-    val, train = order[:n_val], order[n_val:]
-    x_train, x_val = _standardize(features[train], features[val])
+    train, val, test = split_rows(len(features), cfg, split_seed, test_seed)
+    x_train, x_val, x_test = _standardize(features[train], features[val], features[test])
     if task == CLASSIFICATION:
         classes, labels = np.unique(targets, return_inverse=True)
         y = torch.as_tensor(labels.reshape(-1), dtype=torch.long)
-        y_train, y_val, n_outputs = y[train], y[val], len(classes)
+        y_train, y_val, y_test, n_outputs = y[train], y[val], y[test], len(classes)
     else:
-        y_scaled = _standardize(targets[train].reshape(-1, 1), targets[val].reshape(-1, 1))
-        y_train, y_val, n_outputs = *y_scaled, 1
-    return Dataset(x_train, y_train, x_val, y_val, task, n_outputs)
+        column = targets.reshape(-1, 1)
+        y_train, y_val, y_test = _standardize(column[train], column[val], column[test])
+        n_outputs = 1
+    if not len(test):
+        x_test = y_test = None
+    return Dataset(x_train, y_train, x_val, y_val, task, n_outputs, x_test, y_test)
 
 
-def _standardize(train: np.ndarray, val: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def split_rows(
+    n: int, cfg: DataConfig, split_seed: int, test_seed: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of the train, validation and test splits; every split gets at least one row.
+
+    The test rows are drawn first, from a stream of their own, and the validation rows then
+    from the rest with the split stream, as they were before there was a test split: with
+    `test_fraction: 0` the train and validation rows are those of earlier versions. Both
+    fractions are shares of all `n` rows. A given seed gives every config of the same data the
+    same three splits, so paired runs stay paired.
+    """
+    n_test = max(1, round(n * cfg.test_fraction)) if cfg.test_fraction > 0 else 0
+    n_val = max(1, round(n * cfg.val_fraction))
+    if n - n_test - n_val < 1:
+        key = "data.path" if cfg.name == "csv" else "data.n_samples"
+        where = f"{cfg.path} has" if cfg.name == "csv" else f"dataset {cfg.name!r} gives"
+        test = f", {n_test} to test" if n_test else ""
+        raise ConfigError(
+            f"{key}: {where} {n} sample(s); a run needs at least {n_val + n_test + 1}: "
+            f"{n_val} to validate{test} and 1 to train on",
+            key,
+        )
+    rows = np.arange(n)
+    if n_test:
+        if test_seed is None:
+            raise ValueError("a test split needs its own seed (test_seed)")
+        test = np.sort(np.random.default_rng(test_seed).permutation(n)[:n_test])
+        rows = np.setdiff1d(rows, test)
+    else:
+        test = rows[:0]
+    order = rows[np.random.default_rng(split_seed).permutation(len(rows))]
+    return order[n_val:], order[:n_val], test
+
+
+def _standardize(train: np.ndarray, *others: np.ndarray) -> tuple[torch.Tensor, ...]:
     """Scale each feature by train mean and std; constant features (digit corners) stay 0."""
-    train, val = train.astype(np.float32), val.astype(np.float32)
+    train = train.astype(np.float32)
     mean, std = train.mean(axis=0), train.std(axis=0)
     std[std < 1e-8] = 1.0
-    return torch.from_numpy((train - mean) / std), torch.from_numpy((val - mean) / std)
+    return tuple(
+        torch.from_numpy((split.astype(np.float32) - mean) / std) for split in (train, *others)
+    )
 
 
 # The synthetic sets are a few lines of numpy each: `import sklearn` alone takes 1.4 s here,

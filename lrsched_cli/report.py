@@ -208,6 +208,10 @@ def render_summary(history: RunHistory) -> Text:
             )
     if "final_val_accuracy" in summary:
         text.append(f", final val acc {summary['final_val_accuracy']:.1%}")
+    if summary.get("test_loss") is not None:
+        text.append(f"; test loss {format_number(summary['test_loss'])}")
+        if summary.get("test_accuracy") is not None:
+            text.append(f", test acc {summary['test_accuracy']:.1%}")
     if "stopped_early_at" in summary:
         text.append(f"\nstopped early at epoch {summary['stopped_early_at']}: no improvement")
     if status == "stale":

@@ -47,8 +47,9 @@ from lrsched_cli.registry import (
 )
 
 # Separate streams, so that two configs differing only in their schedule see identical data,
-# weights and batches for the same seed, and nothing one component draws shifts another.
-STREAMS = ("data", "split", "init", "batches", "dropout")
+# weights and batches for the same seed, and nothing one component draws shifts another. New
+# streams go at the end: a stream's seed depends on its index here.
+STREAMS = ("data", "split", "init", "batches", "dropout", "test")
 EVAL_BATCH = 4096
 # Every lint but the unclamped lambda's reads the config: rehearsing the first 1,000 epochs
 # bounds the wait before training (torch's step() costs ~0.1 ms).
@@ -183,7 +184,12 @@ def resolve_experiment(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Dataset
     """Fill in every default (data and model options, interval, total_steps) and build the
     data, whose size sets the steps per epoch; raises ConfigError."""
     data_cfg = resolve_data(cfg.data)
-    dataset = build_dataset(data_cfg, derive_seed(cfg.seed, "data"), derive_seed(cfg.seed, "split"))
+    dataset = build_dataset(
+        data_cfg,
+        derive_seed(cfg.seed, "data"),
+        derive_seed(cfg.seed, "split"),
+        derive_seed(cfg.seed, "test"),
+    )
     steps_per_epoch = count_steps(dataset, data_cfg.batch_size)
     scheduler_cfg = resolve_scheduler(cfg.scheduler, cfg.epochs, steps_per_epoch, dataset.task)
     early = cfg.early_stopping
@@ -356,7 +362,9 @@ def _continue(experiment, run_dir, history, state, extended: bool, observer) -> 
         done = load_checkpoint(experiment, state)
         config = experiment.config.to_dict() if extended else {}
         writer = store.RunWriter(run_dir, config, columns, resume_at=done)
-    earlier = {k: v for k, v in history.summary.items() if k not in ("error", "stopped_early_at")}
+    # The test metrics belong to the final weights of a completed run: these will be others.
+    ended = ("error", "stopped_early_at", "test_loss", "test_accuracy")
+    earlier = {k: v for k, v in history.summary.items() if k not in ended}
     summary = {**earlier, **_start_summary(experiment), "resumed_from_epoch": done[0]}
     summary["started_unix"] = earlier.get("started_unix", summary["started_unix"])
     if extended:
@@ -436,6 +444,8 @@ def _execute(experiment, path, writer, records, summary, observer, start, stop=N
         if status == "stopped_early":
             summary["stopped_early_at"] = records[-1]["epoch"]
             status = "completed"
+        if status == "completed":  # diverged or interrupted weights are no result to test
+            summary.update(evaluate_test(experiment))
         summary["status"] = status
     except KeyboardInterrupt:
         summary["status"] = "interrupted"
@@ -624,14 +634,37 @@ def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor,
     return loss_sum, step_lrs
 
 
-@torch.no_grad()
 def _evaluate(model: nn.Module, data: Dataset, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _evaluate_split(model, data.x_val, data.y_val, task)
+
+
+def evaluate_test(experiment: Experiment) -> dict[str, float]:
+    """The final weights' loss (and accuracy) on the test split: once, when a run completes.
+    The split reaches the device only here, so nothing before can have trained on it."""
+    dataset = experiment.dataset
+    if dataset.x_test is None:
+        return {}
+    x, y = (tensor.to(experiment.device) for tensor in (dataset.x_test, dataset.y_test))
+    loss_sum, correct = _evaluate_split(experiment.model, x, y, dataset.task)
+    loss_total, n_correct = torch.stack([loss_sum, correct]).tolist()
+    # Weights that went non-finite under `on_nonfinite: continue` have no test loss (null)
+    loss = loss_total / len(x)
+    metrics = {"test_loss": loss if math.isfinite(loss) else None}
+    if dataset.task == CLASSIFICATION:
+        metrics["test_accuracy"] = n_correct / len(x)
+    return metrics
+
+
+@torch.no_grad()
+def _evaluate_split(
+    model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, task: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     loss_fn = _loss_function(task)
-    loss_sum = torch.zeros((), device=data.x_val.device)
-    correct = torch.zeros((), device=data.x_val.device)
-    for start in range(0, len(data.x_val), EVAL_BATCH):
-        x, y = data.x_val[start : start + EVAL_BATCH], data.y_val[start : start + EVAL_BATCH]
+    loss_sum = torch.zeros((), device=x_all.device)
+    correct = torch.zeros((), device=x_all.device)
+    for start in range(0, len(x_all), EVAL_BATCH):
+        x, y = x_all[start : start + EVAL_BATCH], y_all[start : start + EVAL_BATCH]
         output = model(x)
         loss_sum += loss_fn(output, y) * len(x)
         if task == CLASSIFICATION:

@@ -14,7 +14,8 @@ TINY = {
     "name": "tiny",
     "epochs": 4,
     "device": "cpu",
-    "data": {"name": "moons", "n_samples": 80, "batch_size": 16},
+    # 20 rows to validate, 20 to test, 60 to train: 4 steps of 16 (the last one 12)
+    "data": {"name": "moons", "n_samples": 100, "batch_size": 16},
     "model": {"name": "mlp", "hidden": [8]},
     "optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9},
     "scheduler": {"name": "StepLR", "step_size": 2, "gamma": 0.5},

@@ -360,7 +360,7 @@ def csv_config(tmp_path: Path, content: bytes) -> Path:
         (b"x,y,t\n1,2,a\n3,4\n5,6,b\n", "line 3 has 2 of the 3 columns"),
         (b"x,y,t\n1,nan,a\n3,4,b\n", "column 'y' holds 'nan', not a finite number"),
         (b"x,y,t\n1,1e400,a\n3,4,b\n", "column 'y' holds '1e400', not a finite number"),
-        (b"x,y,t\n1,2,a\n", "has 1 sample(s); a run needs at least 2"),
+        (b"x,y,t\n1,2,a\n", "has 1 sample(s); a run needs at least 3"),
     ],
 )
 def test_bad_csv_files_exit_2_and_leave_no_run_directory(tmp_path, content, wanted):

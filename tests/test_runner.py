@@ -112,7 +112,7 @@ def test_split_and_scaling(tmp_path):
         validate(tiny(data={"name": "moons", "n_samples": 100, "val_fraction": 0.25}))
     )
     data = experiment.dataset
-    assert (len(data.x_train), len(data.x_val)) == (75, 25)
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (55, 25, 20)
     assert data.x_train.mean(0).abs().max() < 1e-5
     assert (data.x_train.std(0, unbiased=False) - 1).abs().max() < 1e-4
 
@@ -146,6 +146,7 @@ def test_resolved_config_fills_defaults(tmp_path):
     )
     config = history.config
     assert config["data"]["n_samples"] == 1000 and config["data"]["noise"] == 0.2
+    assert config["data"]["test_fraction"] == 0.2
     assert config["model"] == {
         "name": "mlp",
         "hidden": [64, 64],
@@ -153,7 +154,7 @@ def test_resolved_config_fills_defaults(tmp_path):
         "dropout": 0.0,
     }
     assert config["scheduler"]["name"] == "OneCycleLR"
-    assert config["scheduler"]["interval"] == "step" and config["scheduler"]["total_steps"] == 13
+    assert config["scheduler"]["interval"] == "step" and config["scheduler"]["total_steps"] == 10  # 600 rows / 64
 
 
 def test_device_auto_resolves_to_an_available_device():

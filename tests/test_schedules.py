@@ -21,7 +21,8 @@ LAMBDAS = {
 
 
 def steps_per_epoch(config: dict) -> int:
-    """Recomputed here from the config: samples minus the validation share, over the batch."""
+    """Recomputed here from the config: samples minus the validation and test shares, over
+    the batch."""
     data = config["data"]
     n = (
         data.get("n_samples")
@@ -29,7 +30,9 @@ def steps_per_epoch(config: dict) -> int:
             data["name"]
         ]
     )
-    n_train = n - min(max(1, round(n * data.get("val_fraction", 0.2))), n - 1)
+    test_fraction = data.get("test_fraction", 0.2)
+    n_test = max(1, round(n * test_fraction)) if test_fraction else 0
+    n_train = n - max(1, round(n * data.get("val_fraction", 0.2))) - n_test
     return math.ceil(n_train / data["batch_size"])
 
 
