@@ -175,13 +175,20 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run dir.")] = False,
     strict: Annotated[bool, typer.Option(help="Refuse to train when lint warns.")] = False,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard",
+            help="Also write TensorBoard events into the run directory (lrsched[tensorboard]).",
+        ),
+    ] = False,
 ) -> None:
     """Train one config and save its run directory: metrics, steps, summary and plots."""
     from lrsched_cli import store
 
     if (config is None) == (resume is None):
         raise typer.BadParameter("give a CONFIG to run, or --resume RUN_DIR, not both")
-    if resume is not None and (overrides or seed is not None or device):
+    if resume is not None and (overrides or seed is not None or device or tensorboard):
         raise typer.BadParameter(
             "--resume continues the run's saved config; of the overrides it takes --epochs only"
         )
@@ -193,6 +200,11 @@ def run(
             else:
                 from lrsched_cli.config import load_config  # pydantic: only for commands that load
 
+                if tensorboard:
+                    from lrsched_cli.tensorboard import require_extra
+
+                    require_extra("--tensorboard")
+                    overrides = [*(overrides or []), "tensorboard=true"]
                 cfg = load_config(config, overrides or [], epochs=epochs, seed=seed, device=device)
                 result = _train(cfg, runs_dir, observer, quiet, strict)
             history = store.read_run(result.path)
@@ -287,6 +299,7 @@ def compare(
                 except OSError:
                     pass  # not empty: other runs live there
             raise
+        _record_command(comparison.path)
         _draw_comparison(comparison)
         _render_comparison(comparison, as_json)
         if comparison.interrupted:
@@ -535,6 +548,78 @@ class _FindLrProgress:
             text = f"lr {lr:.1e} · smoothed loss {smoothed:.4g}"
             self.progress.update(self.task, description=text)
         self.progress.update(self.task, completed=step)
+
+
+def _record_command(compare_dir: Path) -> None:
+    """The command line goes into summary.json, for `lrsched report` to show."""
+    import sys
+
+    from lrsched_cli.html_report import record_command
+
+    record_command(compare_dir, sys.argv)
+
+
+export_app = typer.Typer(
+    help="Write finished runs' files in another tool's format.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("tensorboard", cls=_PlainHelp)
+def export_tensorboard(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run directories, comparison directories, or folders of runs.",
+            metavar="RUN_OR_COMPARE_DIR...",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write under DIR/<config>/seed<N> (a comparison's runs under "
+            "DIR/<comparison>/...), not into each run directory.",
+            metavar="DIR",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """TensorBoard event files for finished runs, from their files; trains nothing.
+
+    Needs the tensorboard extra: pip install 'lrsched[tensorboard]'."""
+    with _exit_codes(None):
+        from lrsched_cli.tensorboard import export
+
+        written = export(inputs, out)
+        for path in written:
+            console.print(_styled(str(path)), soft_wrap=True)
+        where = out or (inputs[0] if len(inputs) == 1 else Path("."))
+        console.print(_styled("view with: ", (f"tensorboard --logdir {where}", "bold")))
+
+
+@app.command("report", cls=_PlainHelp)
+def report_comparison(
+    compare_dir: Annotated[
+        Path, typer.Argument(help="A comparison directory.", metavar="COMPARE_DIR")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The HTML file to write (default: report.html in COMPARE_DIR).",
+            metavar="FILE",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """One self-contained HTML page of a comparison: tables, verdict, plots, configs.
+
+    Opens in any browser with no server or network, and prints."""
+    with _exit_codes(None):
+        from lrsched_cli.html_report import write_report
+
+        console.print(_styled(str(write_report(compare_dir, out))), soft_wrap=True)
 
 
 @app.command("list", cls=_PlainHelp)

@@ -376,10 +376,24 @@ class ExperimentConfig(_Closed):
         "stop", description="a NaN or infinite loss: stop the run (diverged) or carry on"
     )
     early_stopping: EarlyStoppingConfig | None = None
+    tensorboard: bool | None = Field(
+        None, description="write TensorBoard events into the run directory as it trains"
+    )
     data: DataConfig
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig
     scheduler: SchedulerConfig = SchedulerConfig()
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_installed(cls, wanted: bool | None) -> bool | None:
+        # Checked with the config, before any run directory exists: run, compare and resume alike.
+        if wanted and importlib.util.find_spec("tensorboardX") is None:
+            raise PydanticCustomError(
+                "extra_missing",
+                "TensorBoard events need the tensorboard extra: pip install 'lrsched[tensorboard]'",
+            )
+        return wanted
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data, leaving out keys that were never set."""

@@ -426,6 +426,11 @@ def _execute(experiment, path, writer, records, summary, observer, start, stop=N
     observer = observer or RunObserver()
     cfg = experiment.config
     checkpoints = CheckpointPolicy(cfg.checkpoint_every, cfg.epochs)
+    events = None
+    if cfg.tensorboard:  # from the rows as they are kept: the events `export tensorboard` writes
+        from lrsched_cli.tensorboard import RunEvents
+
+        observer = events = RunEvents(path, observer)
 
     def keep_epoch(record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
         writer.append_epoch(record, steps)
@@ -455,6 +460,8 @@ def _execute(experiment, path, writer, records, summary, observer, start, stop=N
     finally:
         _finish_summary(summary, records)
         _close(writer, summary, path)
+        if events is not None:
+            events.close(summary)
     return RunResult(path, summary["status"], summary)
 
 
