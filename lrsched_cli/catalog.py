@@ -6,7 +6,8 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
-from lrsched_cli import registry
+from lrsched_cli import registry, schedule_kinds
+from lrsched_cli.signatures import accepted_arguments
 
 KINDS = ("schedulers", "optimizers", "models", "datasets")
 
@@ -22,7 +23,8 @@ def list_entries(kind: str) -> list[Entry]:
     """The entries of one kind, sorted by name."""
     if kind == "schedulers":
         entries = [
-            _scheduler_entry(name, cls) for name, cls in registry.scheduler_classes().items()
+            _scheduler_entry(name, target)
+            for name, target in schedule_kinds.schedule_names().items()
         ]
         entries.append(Entry("none", "", "a constant lr: the optimizer's own"))
     elif kind == "optimizers":
@@ -38,10 +40,11 @@ def list_entries(kind: str) -> list[Entry]:
     return sorted(entries, key=lambda entry: entry.name.lower())
 
 
-def _scheduler_entry(name: str, cls) -> Entry:
-    """torch's signature, plus what lrsched adds: nested blocks, expressions, the interval."""
-    entry = _entry(name, cls)
-    spec = registry.scheduler_spec(name)
+def _scheduler_entry(name: str, target) -> Entry:
+    """Its signature (torch's class, or the factory lrsched builds it with), plus what lrsched
+    adds: nested blocks, expressions, the interval."""
+    entry = _entry(name, target)
+    spec = schedule_kinds.kind(name)
     parameters = entry.parameters.replace("lr_lambda", "lr_lambda (an expression in epoch)")
     if spec.composite:
         parameters = ", ".join(p for p in ("schedulers: [blocks]", parameters) if p)
@@ -53,7 +56,7 @@ def _scheduler_entry(name: str, cls) -> Entry:
 
 def _entry(name: str, target, skip: int | None = None, text: str | None = None) -> Entry:
     if skip is None:
-        params = registry.accepted_arguments(target).values()
+        params = accepted_arguments(target).values()
     else:
         params = list(inspect.signature(target).parameters.values())[skip:]
     parameters = ", ".join(

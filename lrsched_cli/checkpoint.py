@@ -1,4 +1,6 @@
-"""The latest checkpoint of a run: model, optimizer, scheduler and random states, by state_dict."""
+"""A run's checkpoint file: written whole or not at all, read back, and checked against a
+freshly prepared run and its files before resume changes anything. What it holds is the
+experiment's state_dict() (model, optimizer, schedule, random streams) and its position."""
 
 from __future__ import annotations
 
@@ -12,29 +14,17 @@ import torch
 from lrsched_cli.errors import ConfigError
 
 if TYPE_CHECKING:
-    from lrsched_cli.runner import Experiment
+    from lrsched_cli.schedule import Schedule
     from lrsched_cli.store import RunHistory
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-def save_checkpoint(experiment: Experiment, run_dir: Path, epoch: int, step: int) -> None:
-    """Replace the run's checkpoint (write, then rename): a kill leaves the previous one whole."""
-    state = {
-        "epoch": epoch,
-        "step": step,
-        "pending_event": experiment.pending_event,
-        "model": experiment.model.state_dict(),
-        "optimizer": experiment.optimizer.state_dict(),
-        "scheduler": _without_lambdas(experiment.scheduler.state_dict())
-        if experiment.scheduler is not None
-        else None,
-        "batch_rng": experiment.batch_generator.get_state(),
-        "dropout_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-    }
+def save_checkpoint(state: dict[str, Any], run_dir: Path, epoch: int, step: int) -> None:
+    """Replace the run's checkpoint with `state` after `epoch` and `step` (write, then rename):
+    a kill leaves the previous one whole."""
     buffer = io.BytesIO()  # serialized first: a full disk then raises OSError, not torch's own
-    torch.save(state, buffer)
+    torch.save({"epoch": epoch, "step": step, **state}, buffer)
     temporary = run_dir / f".{CHECKPOINT_FILE}.tmp"
     try:
         temporary.write_bytes(buffer.getbuffer())
@@ -67,14 +57,23 @@ def read_checkpoint(run_dir: Path, device: torch.device) -> dict[str, Any] | Non
     return state
 
 
-def check_checkpoint(state: dict[str, Any], experiment: Experiment, history: RunHistory) -> None:
-    """What resume relies on, checked before it cuts any file: the checkpoint matches the config
-    (state keys and shapes, optimizer and scheduler class, epoch in range), and metrics.csv and
-    steps.csv hold the checkpoint's epochs and steps, contiguous from 1."""
-    problems = _position_problems(state, experiment)
-    problems += _state_problems("model", state["model"], experiment.model.state_dict())
-    problems += _optimizer_problems(state["optimizer"], experiment.optimizer.state_dict())
-    problems += _scheduler_problems(state["scheduler"], experiment.scheduler)
+def check_checkpoint(
+    state: dict[str, Any],
+    *,
+    built: dict[str, Any],
+    schedule: Schedule,
+    history: RunHistory,
+    epochs: int,
+    steps_per_epoch: int,
+) -> None:
+    """What resume relies on, checked before it cuts any file: the checkpoint matches the
+    state_dict() `built` from the config (state keys and shapes, optimizer and scheduler class,
+    epoch in range of the run's `epochs`), and metrics.csv and steps.csv hold the checkpoint's
+    epochs and steps, contiguous from 1."""
+    problems = _position_problems(state, epochs, steps_per_epoch)
+    problems += _state_problems("model", state["model"], built["model"])
+    problems += _optimizer_problems(state["optimizer"], built["optimizer"])
+    problems += schedule.state_problems(state["scheduler"])
     problems += _rows_problems(METRICS, [r.get("epoch") for r in history.epochs], state["epoch"])
     problems += _rows_problems(STEPS, [r.get("step") for r in history.steps], state["step"])
     if problems:
@@ -85,30 +84,15 @@ def check_checkpoint(state: dict[str, Any], experiment: Experiment, history: Run
         )
 
 
-def load_checkpoint(experiment: Experiment, state: dict[str, Any]) -> tuple[int, int]:
-    """Restore a freshly prepared experiment to a checked checkpoint; returns (epoch, step)."""
-    experiment.model.load_state_dict(state["model"])
-    experiment.optimizer.load_state_dict(state["optimizer"])
-    if experiment.scheduler is not None:
-        experiment.scheduler.load_state_dict(state["scheduler"])
-    experiment.batch_generator.set_state(state["batch_rng"].cpu())
-    torch.set_rng_state(state["dropout_rng"].cpu())
-    if state.get("cuda_rng") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    experiment.pending_event = state.get("pending_event")
-    return state["epoch"], state["step"]
-
-
 METRICS, STEPS = "metrics.csv", "steps.csv"
 
 
-def _position_problems(state: dict[str, Any], experiment: Experiment) -> list[str]:
-    epoch, step, planned = state["epoch"], state["step"], experiment.config.epochs
-    if not isinstance(epoch, int) or not 1 <= epoch <= planned:
-        return [f"its epoch {epoch!r} is not between 1 and the run's {planned}"]
-    expected = epoch * experiment.steps_per_epoch
-    if step != expected:
-        return [f"its step {step!r} is not epoch {epoch} x {experiment.steps_per_epoch} steps"]
+def _position_problems(state: dict[str, Any], epochs: int, steps_per_epoch: int) -> list[str]:
+    epoch, step = state["epoch"], state["step"]
+    if not isinstance(epoch, int) or not 1 <= epoch <= epochs:
+        return [f"its epoch {epoch!r} is not between 1 and the run's {epochs}"]
+    if step != epoch * steps_per_epoch:
+        return [f"its step {step!r} is not epoch {epoch} x {steps_per_epoch} steps"]
     return []
 
 
@@ -138,30 +122,9 @@ def _optimizer_problems(saved: Any, built: dict[str, Any]) -> list[str]:
     return []
 
 
-def _scheduler_problems(saved: Any, scheduler: Any) -> list[str]:
-    if scheduler is None or saved is None:
-        return [] if scheduler is None and saved is None else ["its scheduler is not the config's"]
-    if not isinstance(saved, dict) or set(saved) != set(scheduler.state_dict()):
-        return [f"its scheduler state is not a {type(scheduler).__name__}'s"]
-    return []
-
-
 def _rows_problems(file: str, numbers: list[Any], needed: Any) -> list[str]:
     if numbers != list(range(1, len(numbers) + 1)):
         return [f"{file} does not number its rows 1, 2, 3, ..."]
     if isinstance(needed, int) and len(numbers) < needed:
         return [f"{file} holds {len(numbers)} rows, the checkpoint was saved after {needed}"]
     return []
-
-
-def _without_lambdas(state: Any) -> Any:
-    """torch stores a callable object's attributes under `lr_lambdas`; lrsched rebuilds its
-    expressions from the config text instead, so store None (load_state_dict skips None)."""
-    if isinstance(state, dict):
-        return {
-            key: [None] * len(value) if key == "lr_lambdas" else _without_lambdas(value)
-            for key, value in state.items()
-        }
-    if isinstance(state, list):
-        return [_without_lambdas(item) for item in state]
-    return state

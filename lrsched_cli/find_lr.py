@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lrsched_cli import __version__, runner, store
+from lrsched_cli.build import build_optimizer
 from lrsched_cli.config import ExperimentConfig
 from lrsched_cli.lr_rules import (
     BETA,
@@ -30,7 +31,6 @@ from lrsched_cli.lr_rules import (
     suggest,
     write_curve,
 )
-from lrsched_cli.registry import build_optimizer
 
 OnStep = Callable[[int, int, float, float], None]  # step, steps, lr, smoothed loss
 

@@ -1,4 +1,7 @@
-"""Train one config: seed the random streams, build the components, run the loop, store epochs."""
+"""Train one config: seed the random streams, build the components, run the loop, store epochs.
+
+The loop calls the schedule's two hooks and nothing else about it: how a scheduler is stepped
+is schedule.py's."""
 
 from __future__ import annotations
 
@@ -19,32 +22,15 @@ import torch
 from torch import nn
 
 from lrsched_cli import __version__, store
-from lrsched_cli.checkpoint import (
-    check_checkpoint,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from lrsched_cli.build import build_optimizer
+from lrsched_cli.checkpoint import check_checkpoint, read_checkpoint, save_checkpoint
 from lrsched_cli.config import ConfigError, EarlyStoppingConfig, ExperimentConfig, load_config
 from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_data
 from lrsched_cli.models import build_model, resolve_model
-from lrsched_cli.planning import (
-    FIXED_LENGTH,
-    Plan,
-    cycles_momentum,
-    explain_step,
-    fixed_length,
-    momentum_of,
-    plan_schedule,
-    plateau_state,
-)
-from lrsched_cli.registry import (
-    build_optimizer,
-    build_scheduler,
-    check_expressions,
-    resolve_scheduler,
-    scheduler_spec,
-)
+from lrsched_cli.planning import Plan, plan_schedule
+from lrsched_cli.schedule import Schedule
+from lrsched_cli.schedule_config import fixed_length, resolve_scheduler
+from lrsched_cli.schedule_kinds import kind
 
 # Separate streams, so that two configs differing only in their schedule see identical data,
 # weights and batches for the same seed, and nothing one component draws shifts another. New
@@ -109,19 +95,14 @@ class Experiment:
     dataset: Dataset
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any  # a torch scheduler, or None for a constant lr
+    schedule: Schedule  # steps torch's scheduler; `none` is a constant lr
     batch_generator: torch.Generator
     dropout_seed: int
     threads: int  # torch CPU threads while training
-    pending_event: str | None = None  # why the next epoch's lr differs: it goes on its row
 
     @property
     def steps_per_epoch(self) -> int:
         return count_steps(self.dataset, self.config.data.batch_size)
-
-    @property
-    def steps_scheduler_per_batch(self) -> bool:
-        return self.scheduler is not None and self.config.scheduler.interval == "step"
 
     @property
     def metric_columns(self) -> list[str]:
@@ -129,17 +110,28 @@ class Experiment:
         columns = ["epoch", "lr", *(f"lr_{i}" for i in range(1, groups)), "train_loss", "val_loss"]
         if self.dataset.task == CLASSIFICATION:
             columns.append("val_accuracy")
-        if self.cycles_momentum:
-            columns.append("momentum")
-        if self.scheduler is not None and not self.steps_scheduler_per_batch:
-            columns.append("lr_event")
-        if plateau_state(self.scheduler) is not None:
-            columns += ["plateau_best", "plateau_bad_epochs", "plateau_cooldown"]
-        return [*columns, "seconds"]
+        return [*columns, *self.schedule.columns, "seconds"]
 
-    @property
-    def cycles_momentum(self) -> bool:
-        return momentum_of(self.optimizer) is not None and cycles_momentum(self.config.scheduler)
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming needs, as torch's objects give it: model, optimizer, schedule, and the
+        random streams' states."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            **self.schedule.state_dict(),
+            "batch_rng": self.batch_generator.get_state(),
+            "dropout_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state)
+        self.batch_generator.set_state(state["batch_rng"].cpu())
+        torch.set_rng_state(state["dropout_rng"].cpu())
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -217,7 +209,7 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
     device = resolve_device(cfg.device)
     resolved, dataset = resolve_experiment(cfg)
     steps_per_epoch = count_steps(dataset, resolved.data.batch_size)
-    model_cfg, scheduler_cfg = resolved.model, resolved.scheduler
+    model_cfg = resolved.model
     with torch.random.fork_rng(devices=[]):  # weights from their own stream, global RNG untouched
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_model(model_cfg, dataset.input_shape, dataset.n_outputs)
@@ -225,20 +217,17 @@ def prepare(cfg: ExperimentConfig) -> Experiment:
         flops = rehearse_model(model, dataset.x_train[: resolved.data.batch_size], model_cfg.name)
     model.to(device)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
-    interval_steps = steps_per_epoch if scheduler_cfg.interval == "step" else 1
-    check_expressions(scheduler_cfg, range(cfg.epochs * interval_steps + 1))
-    scheduler = build_scheduler(optimizer, scheduler_cfg)
-    batch_generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "batches"))
+    schedule = Schedule(optimizer, resolved.scheduler, resolved.epochs, steps_per_epoch)
     return Experiment(
-        resolved,
-        device,
-        dataset,
-        model,
-        optimizer,
-        scheduler,
-        batch_generator,
-        derive_seed(cfg.seed, "dropout"),
-        choose_threads(cfg.threads, flops, device),
+        config=resolved,
+        device=device,
+        dataset=dataset,
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        batch_generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "batches")),
+        dropout_seed=derive_seed(cfg.seed, "dropout"),
+        threads=choose_threads(cfg.threads, flops, device),
     )
 
 
@@ -336,7 +325,14 @@ def resume_experiment(
         experiment.threads = history.summary.get("threads", experiment.threads)
         state = read_checkpoint(run_dir, experiment.device)
         if state is not None:
-            check_checkpoint(state, experiment, history)
+            check_checkpoint(
+                state,
+                built=experiment.state_dict(),
+                schedule=experiment.schedule,
+                history=history,
+                epochs=experiment.config.epochs,
+                steps_per_epoch=experiment.steps_per_epoch,
+            )
         if epochs is not None and (state is None or state["epoch"] != len(history.epochs)):
             raise ConfigError(
                 f"--epochs {epochs}: {run_dir} has no checkpoint of its last epoch "
@@ -359,7 +355,8 @@ def _continue(experiment, run_dir, history, state, extended: bool, observer) -> 
         writer = store.RunWriter(run_dir, experiment.config.to_dict(), columns)
         done = (0, 0)
     else:
-        done = load_checkpoint(experiment, state)
+        experiment.load_state_dict(state)
+        done = (state["epoch"], state["step"])
         config = experiment.config.to_dict() if extended else {}
         writer = store.RunWriter(run_dir, config, columns, resume_at=done)
     # The test metrics belong to the final weights of a completed run: these will be others.
@@ -413,7 +410,7 @@ def _check_extensible(cfg: ExperimentConfig, epochs: int) -> None:
     fixed = fixed_length(cfg.scheduler)
     if fixed is not None:
         where, block = fixed
-        key = FIXED_LENGTH[block.name]
+        key = kind(block.name).length_key
         raise ConfigError(
             f"--epochs {epochs}: {where} is {block.name}, laid out over {key} "
             f"{block.kwargs.get(key)}: torch cannot step it past the run's planned end; "
@@ -437,7 +434,7 @@ def _execute(experiment, path, writer, records, summary, observer, start, stop=N
         records.append(record)
         if checkpoints.due(record["epoch"]):
             with checkpoints.timed():
-                save_checkpoint(experiment, path, record["epoch"], steps[-1][0])
+                save_checkpoint(experiment.state_dict(), path, record["epoch"], steps[-1][0])
         writer.write_summary(_finish_summary(summary, records))
         observer.on_epoch(record)
 
@@ -488,12 +485,12 @@ def train(
     done: list[dict[str, Any]] = (),
     stop_event: StopEvent | None = None,
 ) -> str:
-    """The loop: train every batch, validate, then step an epoch scheduler; returns the status.
+    """The loop: train every batch, validate, then hand the epoch to the schedule; returns the
+    status. The schedule decides what its two hooks do (schedule.py).
 
     `start` is (epochs, steps) already done and `done` their records, when resuming.
     """
-    cfg, optimizer, scheduler = experiment.config, experiment.optimizer, experiment.scheduler
-    needs_metric = scheduler_spec(cfg.scheduler.name).needs_metric
+    cfg, optimizer, schedule = experiment.config, experiment.optimizer, experiment.schedule
     stopper = EarlyStopping.replay(cfg.early_stopping, done)
     data = _to_device(experiment.dataset, experiment.device)
     if start == (0, 0):
@@ -503,7 +500,6 @@ def train(
         for epoch in range(first_epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()
             lrs = [float(group["lr"]) for group in optimizer.param_groups]  # before any step
-            epoch_momentum = momentum_of(optimizer)
             train_sum, step_lrs = _train_epoch(experiment, data, epoch, stop, observer)
             if stop.requested:
                 return "interrupted"  # the unfinished epoch is not recorded
@@ -511,14 +507,8 @@ def train(
             # One host sync per epoch: every sum stayed on the device until here.
             train_total, val_total, n_correct = torch.stack([train_sum, val_sum, correct]).tolist()
             record = _epoch_record(experiment, epoch, lrs, train_total, val_total, n_correct)
-            record.update(momentum=epoch_momentum, lr_event=experiment.pending_event)
-            experiment.pending_event = None
+            record.update(schedule.after_epoch(record))
             finite = math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])
-            # An epoch schedule steps every epoch, as `plan` shows it; a non-finite metric is
-            # never fed to ReduceLROnPlateau (it would count as a bad epoch): that step is skipped.
-            fed = not needs_metric or math.isfinite(record[cfg.scheduler.monitor])
-            if scheduler is not None and not experiment.steps_scheduler_per_batch and fed:
-                _step_epoch_scheduler(experiment, record, needs_metric)
             record["seconds"] = time.perf_counter() - started
             keep_epoch(record, [(step + i + 1, epoch, lr) for i, lr in enumerate(step_lrs)])
             step += len(step_lrs)
@@ -590,28 +580,8 @@ class EarlyStopping:
         return self.bad_epochs >= self.cfg.patience
 
 
-def _step_epoch_scheduler(experiment: Experiment, record: dict, needs_metric: bool) -> None:
-    """Step once after validation; record the plateau state and why the lr changes, if it does.
-
-    ReduceLROnPlateau gets this epoch's metric (never a NaN, which would count as bad)."""
-    block, scheduler = experiment.config.scheduler, experiment.scheduler
-    before = plateau_state(scheduler) or {}
-    scheduler.step(record[block.monitor]) if needs_metric else scheduler.step()
-    new_lr = float(experiment.optimizer.param_groups[0]["lr"])
-    experiment.pending_event = explain_step(
-        block, scheduler, record["epoch"], before, new_lr, record["lr"]
-    )
-    after = plateau_state(scheduler)
-    if after is not None:
-        record.update(
-            plateau_best=after["best"],
-            plateau_bad_epochs=after["bad_epochs"],
-            plateau_cooldown=after["cooldown"],
-        )
-
-
 def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor, list[float]]:
-    model, optimizer, scheduler = experiment.model, experiment.optimizer, experiment.scheduler
+    model, optimizer, schedule = experiment.model, experiment.optimizer, experiment.schedule
     batch_size, total = experiment.config.data.batch_size, experiment.steps_per_epoch
     loss_fn = _loss_function(experiment.dataset.task)
     order = torch.randperm(len(data.x_train), generator=experiment.batch_generator)
@@ -620,7 +590,6 @@ def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor,
     report_every = max(1, total // 20)
     loss_sum = torch.zeros((), device=data.x_train.device)
     step_lrs = []
-    per_step = experiment.steps_scheduler_per_batch  # decided once, not on every batch
     model.train()
     for index in range(total):
         x = x_epoch[index * batch_size : (index + 1) * batch_size]
@@ -630,8 +599,7 @@ def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor,
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-        if per_step:
-            scheduler.step()  # always after optimizer.step()
+        schedule.after_optimizer_step()
         loss_sum += loss.detach() * len(x)
         if (index + 1) % report_every == 0:
             seen = min((index + 1) * batch_size, len(x_epoch))

@@ -1,4 +1,5 @@
-"""Names -> torch classes, kwargs checked against torch, and safe lr expressions."""
+"""Names -> torch classes and schedule kinds, kwargs checked against torch, safe lr
+expressions, and the peak lr key a sweep of lrs moves."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ import torch
 
 from lrsched_cli.config import ConfigError, OptimizerConfig, SchedulerConfig
 from lrsched_cli.expressions import LrExpression
-from lrsched_cli.registry import (
-    UNSUPPORTED_OPTIMIZERS,
-    build_optimizer,
-    canonical_scheduler_name,
-    optimizer_classes,
-    resolve_scheduler,
-)
+from lrsched_cli.build import build_optimizer
+from lrsched_cli.registry import UNSUPPORTED_OPTIMIZERS, optimizer_classes
+from lrsched_cli.schedule_config import resolve_scheduler
+from lrsched_cli.schedule_kinds import build, canonical_name
 
 
 def params():
@@ -53,7 +51,7 @@ def test_unsupported_optimizer_says_why():
     ],
 )
 def test_aliases_and_any_case(given, expected):
-    assert canonical_scheduler_name(given) == expected
+    assert canonical_name(given) == expected
 
 
 def test_string_numbers_are_coerced_by_torch_annotation():
@@ -62,12 +60,10 @@ def test_string_numbers_are_coerced_by_torch_annotation():
 
 
 def test_last_epoch_is_managed():
-    from lrsched_cli.registry import build_scheduler
-
     optimizer = build_optimizer(params(), OptimizerConfig(name="SGD", lr=0.1))
     block = SchedulerConfig(name="StepLR", step_size=1, last_epoch=3)
     with pytest.raises(ConfigError, match="lrsched manages last_epoch"):
-        build_scheduler(optimizer, block)
+        build(optimizer, block)
 
 
 def test_composites_refuse_plateau():
