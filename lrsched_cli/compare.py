@@ -186,10 +186,10 @@ def execute(
     concurrent.futures.Executor (a cluster engine's, say) can replace the local process pool.
     """
     stop = stop if stop is not None else StopFlag()
-    pool = pool or _worker_pool
     configs = list({job.config.name: job.config for job in jobs}.values())
     where = (files or {}, list(overrides))
-    if workers <= 1 or len(jobs) <= 1:
+    # Another executor (a cluster's) runs every job, a single one included.
+    if pool is None and (workers <= 1 or len(jobs) <= 1):
         with _interrupts(stop):
             checks = validate_configs(configs)
             _accept(checks, lint, where)
@@ -205,7 +205,7 @@ def execute(
             return results
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with pool(workers, run_plots) as executor:
+    with (pool or _worker_pool)(workers, run_plots) as executor:
         try:
             with _interrupts(stop, getattr(executor, "stop", None)):
                 _import_what_gathering_needs()  # on the core left idle while the forkserver imports
@@ -364,6 +364,7 @@ def compare(
     on_result: Callable[[JobResult], None] = lambda result: None,
     run_plots: bool = False,
     lint: Callable[[dict[str, list[str]]], None] = lambda warnings: None,
+    pool: Callable[[int, bool], AbstractContextManager[Executor]] | None = None,
 ) -> Comparison:
     """Run the configs over the seeds, gather them with the finished runs, and write the
     comparison's files into `out_dir`.
@@ -394,6 +395,7 @@ def compare(
                 stop=stop,
                 files=inputs.files,
                 overrides=inputs.overrides,
+                pool=pool,
             )
         else:
             check({})
