@@ -258,6 +258,34 @@ def compare(
     strict: Annotated[
         bool, typer.Option(help="Refuse to train when a config's schedule lint warns.")
     ] = False,
+    executor: Annotated[
+        Literal["local", "ray"],
+        typer.Option(help="Where the runs train: local processes, or Ray tasks (lrsched[ray])."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: a local Ray).",
+            metavar="ADDR",
+        ),
+    ] = None,
+    storage: Annotated[
+        Path | None,
+        typer.Option(
+            help="Storage every Ray node mounts at this path: the comparison goes there and "
+            "workers write their runs into it directly (instead of --runs-dir).",
+            metavar="DIR",
+        ),
+    ] = None,
+    gpus_per_job: Annotated[
+        float, typer.Option(help="GPUs each Ray task asks for.", min=0, metavar="N")
+    ] = 0.0,
+    no_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--no-checkpoints", help="Write no checkpoints (the runs cannot be resumed)."
+        ),
+    ] = False,
 ) -> None:
     """Compare schedules over paired seeds: rank them, with 95% intervals and paired tests."""
     from lrsched_cli import store
@@ -270,6 +298,11 @@ def compare(
     with _exit_codes(None, overrides):
         from lrsched_cli import compare as comparing
 
+        _check_executor(executor, address, storage, gpus_per_job)
+        if storage is not None:
+            runs_dir = storage
+        if no_checkpoints:
+            overrides = [*(overrides or []), "checkpoint_every=0"]
         found = comparing.collect_inputs(inputs, overrides or [], epochs)
         warnings = comparing.check_comparable(found, force)
         for warning in warnings:
@@ -279,7 +312,7 @@ def compare(
         out_dir = store.create_run_dir(runs_dir, "compare")
         progress = _CompareProgress(len(found.configs) * len(seed_values), quiet=as_json)
         try:
-            with progress:
+            with progress, _executor(executor, address, storage, gpus_per_job) as pool:
                 comparison = comparing.compare(
                     found,
                     seed_values,
@@ -291,6 +324,7 @@ def compare(
                     progress.on_result,
                     run_plots,
                     lint=lambda found: _warn_configs(found, strict),
+                    pool=pool,
                 )
         except BaseException:
             if made_runs_dir:  # stopped before any run: leave no empty directory behind
@@ -677,6 +711,28 @@ def _seeds(count: int | None, listed: str | None) -> list[int]:
     if not values or min(values) < 0:
         raise ConfigError(f"--seed-list {shown!r}: expected distinct seeds >= 0, e.g. 0,1,2")
     return values
+
+
+def _check_executor(kind: str, address: str | None, storage: Path | None, gpus: float) -> None:
+    """Before any work: the Ray options go with Ray, and Ray is installed."""
+    if kind == "ray":
+        from lrsched_cli import ray_executor
+
+        ray_executor.import_ray()
+    elif address is not None or storage is not None or gpus:
+        raise ConfigError("--address, --storage and --gpus-per-job go with --executor ray")
+
+
+@contextmanager
+def _executor(kind: str, address: str | None, storage: Path | None, gpus: float) -> Iterator[Any]:
+    """The pool for `compare`: None for the local one; for Ray, connected until the end."""
+    if kind == "local":
+        yield None
+        return
+    from lrsched_cli import ray_executor
+
+    with ray_executor.connected(address):
+        yield ray_executor.pool(storage=storage is not None, gpus_per_job=gpus)
 
 
 def _draw_comparison(comparison) -> list[Path]:
