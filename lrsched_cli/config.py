@@ -168,8 +168,44 @@ class _Open(BaseModel):
         return dict(self.model_extra or {})
 
 
-class DataConfig(_Closed):
-    name: str = Field(description="a registered dataset (`lrsched list datasets`)")
+def _factory_options_schema(schema: dict[str, Any]) -> None:
+    """Built-in models and datasets are closed; a `module:factory` takes its own keys (JSON
+    Schema side)."""
+    schema["additionalProperties"] = True
+    schema["if"] = {"properties": {"name": {"pattern": ":"}}, "required": ["name"]}
+    schema["else"] = {
+        "properties": dict.fromkeys(schema["properties"], True),
+        "additionalProperties": False,
+    }
+
+
+def check_factory_form(name: str) -> str:
+    """`name` unchanged when it is no `module:factory`, or is one in a form the loader takes."""
+    if ":" not in name:
+        return name
+    module, _, attribute = name.rpartition(":")
+    is_file = module.endswith(".py") or "/" in module or os.sep in module
+    dotted = all(part.isidentifier() for part in module.split("."))
+    if not module or not attribute.isidentifier() or not (is_file or dotted):
+        raise PydanticCustomError(
+            "factory_name",
+            "expected package.module:factory or file.py:factory, e.g. mymodule:build",
+        )
+    return name
+
+
+class DataConfig(BaseModel):
+    """A registered dataset's keys are these fields; a `module:factory` also takes its own
+    keyword arguments, checked against its signature when the data is resolved."""
+
+    model_config = ConfigDict(
+        extra="allow", frozen=True, allow_inf_nan=False, json_schema_extra=_factory_options_schema
+    )
+
+    name: str = Field(
+        description="a registered dataset (`lrsched list datasets`), package.module:factory "
+        "or file.py:factory"
+    )
     batch_size: int = Field(64, gt=0, le=MAX_SIZE)
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of samples held out")
     test_fraction: float = Field(
@@ -179,22 +215,31 @@ class DataConfig(_Closed):
         description="share of samples held out for test: evaluated once, on the final weights",
     )
     n_samples: int | None = Field(
-        None, gt=1, le=MAX_SAMPLES, description="synthetic datasets: how many"
+        None, gt=1, le=MAX_SAMPLES, description="synthetic: how many; images: a seeded subset"
     )
     noise: float | None = Field(None, ge=0, le=1e6, description="synthetic datasets: noise level")
     path: str | None = Field(None, description="csv: the file to read")
     target: str | None = Field(None, description="csv: the column to predict")
     task: Literal["classification", "regression"] | None = Field(None, description="csv only")
+    root: str | None = Field(
+        None,
+        description="mnist, fashion_mnist, cifar10: the folder that holds torchvision's "
+        "MNIST/, FashionMNIST/ or cifar-10-batches-py/ (default ~/.cache/lrsched/data)",
+    )
+    download: bool | None = Field(
+        None, description="mnist, fashion_mnist, cifar10: fetch missing files (default true)"
+    )
+    standardize: Literal["feature", "channel", "none"] | None = Field(
+        None,
+        description="scale by the train split's mean and std: each feature, or each image "
+        "channel; none: as loaded (default: channel for mnist, fashion_mnist, cifar10, "
+        "else feature)",
+    )
 
-
-def _factory_options_schema(schema: dict[str, Any]) -> None:
-    """Built-in models are closed; a `module:factory` takes its own keys (JSON Schema side)."""
-    schema["additionalProperties"] = True
-    schema["if"] = {"properties": {"name": {"pattern": ":"}}, "required": ["name"]}
-    schema["else"] = {
-        "properties": dict.fromkeys(schema["properties"], True),
-        "additionalProperties": False,
-    }
+    @field_validator("name")
+    @classmethod
+    def _factory_form(cls, name: str) -> str:
+        return check_factory_form(name)
 
 
 class ModelConfig(BaseModel):
@@ -216,17 +261,7 @@ class ModelConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _factory_form(cls, name: str) -> str:
-        if ":" not in name:
-            return name
-        module, _, attribute = name.rpartition(":")
-        is_file = module.endswith(".py") or "/" in module or os.sep in module
-        dotted = all(part.isidentifier() for part in module.split("."))
-        if not module or not attribute.isidentifier() or not (is_file or dotted):
-            raise PydanticCustomError(
-                "factory_name",
-                "expected package.module:factory or file.py:factory, e.g. mymodels:build",
-            )
-        return name
+        return check_factory_form(name)
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -631,48 +666,59 @@ def _bound_errors(raw: Any, most: int = 5) -> list[dict[str, Any]]:
 
 
 def _unknown_model_keys(raw: dict[str, Any]) -> list[dict[str, Any]]:
-    """A built-in model's unknown keys, as pydantic reports a closed block's; only a
-    `module:factory` takes keys of its own."""
-    model = raw.get("model")
-    if not isinstance(model, dict):
-        return []
-    name = model.get("name", "mlp")
-    if isinstance(name, str) and ":" in name:
-        return []
-    return [
-        {"type": "extra_forbidden", "loc": ("model", key), "msg": "", "input": value}
-        for key, value in model.items()
-        if key not in ModelConfig.model_fields
-    ]
+    """A built-in model's or dataset's unknown keys, as pydantic reports a closed block's; only
+    a `module:factory` takes keys of its own."""
+    errors = []
+    for block, fields in (("data", DataConfig.model_fields), ("model", ModelConfig.model_fields)):
+        given = raw.get(block)
+        if not isinstance(given, dict):
+            continue
+        name = given.get("name", "mlp")
+        if isinstance(name, str) and ":" in name:
+            continue
+        errors += [
+            {"type": "extra_forbidden", "loc": (block, key), "msg": "", "input": value}
+            for key, value in given.items()
+            if key not in fields
+        ]
+    return errors
 
 
 def _anchor_files(cfg: ExperimentConfig, folder: Path, sources) -> ExperimentConfig:
     """Pin the user's own files down while the config's folder is known, as absolute paths,
     so that the resolved config saved with a run finds them from any directory (`--resume`).
 
-    `data.path` is relative to the config's folder, or to the current directory when a
-    `--set` gave it; a factory's module is looked for in both, then on sys.path."""
+    `data.path` and `data.root` are relative to the config's folder, or to the current
+    directory when a `--set` gave them; a factory's module is looked for in both, then on
+    sys.path."""
     cwd = Path.cwd()
     update: dict[str, Any] = {}
-    if cfg.data.path is not None:
-        typed = any(key in ("data", "data.path") for key, _ in sources)
-        path = (cwd if typed else folder) / os.path.expanduser(cfg.data.path)
-        update["data"] = cfg.data.model_copy(update={"path": os.path.normpath(path)})
+    data: dict[str, Any] = {}
+    for key in ("path", "root"):
+        value = getattr(cfg.data, key)
+        if value is not None:
+            typed = any(given in ("data", f"data.{key}") for given, _ in sources)
+            path = (cwd if typed else folder) / os.path.expanduser(value)
+            data[key] = os.path.normpath(path)
+    if ":" in cfg.data.name:
+        data["name"] = find_factory(cfg.data.name, folder, cwd, "data.name")
+    if data:
+        update["data"] = cfg.data.model_copy(update=data)
     if ":" in cfg.model.name:
         name = find_factory(cfg.model.name, folder, cwd)
         update["model"] = cfg.model.model_copy(update={"name": name})
     return cfg.model_copy(update=update) if update else cfg
 
 
-def find_factory(target: str, folder: Path, cwd: Path) -> str:
+def find_factory(target: str, folder: Path, cwd: Path, key: str = "model.name") -> str:
     """`module:factory` or `file.py:factory` as `/absolute/file.py:factory` when the file is
-    in the config's `folder` or in `cwd`; unchanged when the module is on sys.path."""
+    in the config's `folder` or in `cwd`; unchanged when the module is on sys.path. `key` is
+    the config key that names it."""
     module, _, attribute = target.rpartition(":")
     if not module or not attribute.isidentifier():
         raise ConfigError(
-            f"model.name: expected package.module:factory or file.py:factory (got "
-            f"{excerpt(target)})",
-            "model.name",
+            f"{key}: expected package.module:factory or file.py:factory (got {excerpt(target)})",
+            key,
         )
     if module.endswith(".py") or "/" in module or os.sep in module:
         relative = Path(os.path.expanduser(module))
@@ -688,7 +734,7 @@ def find_factory(target: str, folder: Path, cwd: Path) -> str:
         wanted = f"{relative}.py"
         try:
             if importlib.util.find_spec(module.split(".")[0]) is not None:
-                candidates.append(None)  # on sys.path: imported by name when the model is built
+                candidates.append(None)  # on sys.path: imported by name when it is built
         except (ImportError, ValueError):
             pass
     for candidate in candidates:
@@ -701,7 +747,7 @@ def find_factory(target: str, folder: Path, cwd: Path) -> str:
     else:
         looked = f"looked in {folder} (the config's folder) and {cwd} (the current directory)"
         looked += "" if wanted == module else ", then on sys.path"
-    raise ConfigError(f"model.name: cannot find {wanted} for {target!r}; {looked}", "model.name")
+    raise ConfigError(f"{key}: cannot find {wanted} for {target!r}; {looked}", key)
 
 
 def line_of(text: str, key: str) -> int | None:

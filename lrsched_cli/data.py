@@ -1,4 +1,5 @@
-"""Datasets by name: synthetic, scikit-learn's shipped ones, and CSV files; split and scaled."""
+"""Datasets by name: synthetic, scikit-learn's shipped ones, CSV files, MNIST-family images and
+the user's own `package.module:factory`; split and scaled."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrsched_cli.config import ConfigError, DataConfig
+from lrsched_cli.config import ConfigError, DataConfig, excerpt
+from lrsched_cli.factories import bind_factory_options, import_factory
+from lrsched_cli.image_data import DEFAULT_ROOT, load_images
 from lrsched_cli.registry import bind_options, lookup_name
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
@@ -22,6 +25,7 @@ class DatasetSpec:
     load: Callable[..., tuple[np.ndarray, np.ndarray]]
     task: str | None  # None: the config says (csv)
     description: str
+    standardize: str = "feature"  # data.standardize's default: feature | channel | none
 
 
 @dataclass(frozen=True)
@@ -45,23 +49,24 @@ class Dataset:
 
 
 DATASETS: dict[str, DatasetSpec] = {}
-# DataConfig keys that say how to split and batch, not what to load
-SPLIT_KEYS = {"name", "batch_size", "val_fraction", "test_fraction"}
+# DataConfig keys that say how to split, scale and batch, not what to load
+SPLIT_KEYS = {"name", "batch_size", "val_fraction", "test_fraction", "standardize"}
 
 
-def register_dataset(name: str, task: str | None, description: str):
+def register_dataset(name: str, task: str | None, description: str, standardize: str = "feature"):
     """Add a loader `(rng, **options) -> (features, targets)` under `name`."""
 
     def decorate(load):
-        DATASETS[name] = DatasetSpec(load, task, description)
+        DATASETS[name] = DatasetSpec(load, task, description, standardize)
         return load
 
     return decorate
 
 
 def resolve_data(cfg: DataConfig) -> DataConfig:
-    """`cfg` with the dataset's name checked and its options' defaults filled in."""
-    name = lookup_name(cfg.name, DATASETS, "dataset", "data.name")
+    """`cfg` with the dataset's name checked and its options' defaults filled in; a factory's
+    options are checked against its signature, as a model factory's are."""
+    name = cfg.name if ":" in cfg.name else lookup_name(cfg.name, DATASETS, "dataset", "data.name")
     if cfg.val_fraction + cfg.test_fraction >= 1:
         raise ConfigError(
             f"data.test_fraction: {cfg.test_fraction} held out for test and {cfg.val_fraction} "
@@ -69,8 +74,15 @@ def resolve_data(cfg: DataConfig) -> DataConfig:
             "data.test_fraction",
         )
     given = cfg.model_dump(exclude_none=True, exclude=SPLIT_KEYS)
-    options = bind_options(DATASETS[name].load, given, "data", f"dataset {name!r}", skip=1)
-    return DataConfig.model_validate({**cfg.model_dump(), "name": name, **options})
+    if ":" in name:
+        factory = import_factory(name, "data.name")
+        options = bind_factory_options(factory, given, "data", name, skip=1)
+        standardize = cfg.standardize or "feature"
+    else:
+        options = bind_options(DATASETS[name].load, given, "data", f"dataset {name!r}", skip=1)
+        standardize = cfg.standardize or DATASETS[name].standardize
+    resolved = {**cfg.model_dump(), "name": name, **options, "standardize": standardize}
+    return DataConfig.model_validate(resolved)
 
 
 def build_dataset(
@@ -78,13 +90,9 @@ def build_dataset(
 ) -> Dataset:
     """Load a resolved `cfg`, split it (test rows with `test_seed`, then validation rows with
     `split_seed`) and standardize with train statistics."""
-    spec = DATASETS[cfg.name]
-    options = cfg.model_dump(exclude_none=True, exclude=SPLIT_KEYS)
-    task = spec.task or options["task"]
-    features, targets = spec.load(np.random.default_rng(data_seed), **options)
-    features = features.astype(np.float32)
+    features, targets, task = load_data(cfg, data_seed)
     train, val, test = split_rows(len(features), cfg, split_seed, test_seed)
-    x_train, x_val, x_test = _standardize(features[train], features[val], features[test])
+    x_train, x_val, x_test = _scale(cfg.standardize, features[train], features[val], features[test])
     if task == CLASSIFICATION:
         classes, labels = np.unique(targets, return_inverse=True)
         y = torch.as_tensor(labels.reshape(-1), dtype=torch.long)
@@ -132,10 +140,41 @@ def split_rows(
     return order[n_val:], order[:n_val], test
 
 
-def _standardize(train: np.ndarray, *others: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """Scale each feature by train mean and std; constant features (digit corners) stay 0."""
+def load_data(cfg: DataConfig, data_seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The features (float32), targets and task of a resolved `cfg`: a registered dataset's,
+    or what its factory returned, once checked."""
+    options = cfg.model_dump(exclude_none=True, exclude=SPLIT_KEYS)
+    if ":" in cfg.name:
+        factory = import_factory(cfg.name, "data.name")
+        return _check_factory_data(factory(data_seed, **options), cfg.name)
+    spec = DATASETS[cfg.name]
+    features, targets = spec.load(np.random.default_rng(data_seed), **options)
+    return features.astype(np.float32, copy=False), targets, spec.task or options["task"]
+
+
+def _scale(mode: str | None, train: np.ndarray, *others: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """The splits as tensors, standardized as `data.standardize` says, with train statistics."""
+    if mode == "none":
+        return tuple(torch.from_numpy(np.ascontiguousarray(split)) for split in (train, *others))
+    if mode == "channel":
+        if train.ndim < 3:
+            raise ConfigError(
+                f"data.standardize: channel needs images, each sample (channels, height, "
+                f"width); this data's samples have shape {list(train.shape[1:])}: use feature",
+                "data.standardize",
+            )
+        # As torchvision's Normalize(mean, std) does: one mean and std per channel.
+        return _standardize(train, *others, axis=(0, *range(2, train.ndim)))
+    return _standardize(train, *others)
+
+
+def _standardize(
+    train: np.ndarray, *others: np.ndarray, axis: int | tuple[int, ...] = 0
+) -> tuple[torch.Tensor, ...]:
+    """Scale each feature (or what `axis` leaves: a channel) by train mean and std; constant
+    features (digit corners) stay 0."""
     train = train.astype(np.float32)
-    mean, std = train.mean(axis=0), train.std(axis=0)
+    mean, std = train.mean(axis=axis, keepdims=True), train.std(axis=axis, keepdims=True)
     std[std < 1e-8] = 1.0
     return tuple(
         torch.from_numpy((split.astype(np.float32) - mean) / std) for split in (train, *others)
@@ -291,3 +330,83 @@ def _excerpt(text: str, limit: int = 20) -> str:
     message must never echo a whole line of the user's file."""
     short = text if len(text) <= limit else text[:limit] + "..."
     return repr(short) if short.isprintable() else ascii(short)
+
+
+def _images(name: str):
+    """A torchvision image dataset under `root`: see image_data."""
+
+    def load(
+        rng, root: str = str(DEFAULT_ROOT), n_samples: int | None = None, download: bool = True
+    ):
+        return load_images(name, root, n_samples, download, rng)
+
+    return load
+
+
+register_dataset(
+    "mnist", CLASSIFICATION, "28x28 handwritten digits, 10 classes, 60,000 images", "channel"
+)(_images("mnist"))
+register_dataset(
+    "fashion_mnist", CLASSIFICATION, "28x28 clothing images, 10 classes, 60,000 images", "channel"
+)(_images("fashion_mnist"))
+register_dataset(
+    "cifar10", CLASSIFICATION, "32x32 colour images, 10 classes, 50,000 images", "channel"
+)(_images("cifar10"))
+
+
+def _check_factory_data(result, target: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """A dataset factory's `(x, y, task)` as float32 features, targets and task, or a config
+    error that says what is wrong with it, before any training."""
+    expected = (
+        "a dataset factory returns (x, y, task): x an array or tensor of N samples (N, ...), "
+        "y of their N targets, task 'classification' or 'regression'"
+    )
+    if not isinstance(result, tuple | list) or len(result) != 3:
+        got = f"a {type(result).__name__}" + (
+            f" of {len(result)}" if isinstance(result, tuple | list) else ""
+        )
+        raise ConfigError(f"data.name: {target} returned {got}; {expected}", "data.name")
+    x, y, task = result
+    if task not in (CLASSIFICATION, REGRESSION):
+        raise ConfigError(
+            f"data.name: {target} returned the task {excerpt(task)}; {expected}", "data.name"
+        )
+    x, y = _factory_array(x, "x", target), _factory_array(y, "y", target)
+    problem = None
+    if x.ndim < 2:
+        problem = (
+            f"x has shape {list(x.shape)}: one row per sample is (N, features), e.g. x[:, None]"
+        )
+    elif x.dtype.kind not in "biuf":
+        problem = f"x holds {x.dtype}, not numbers"
+    elif y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        problem = f"y has shape {list(y.shape)}; it needs one target per sample, (N,)"
+    elif len(y) != len(x):
+        problem = f"x has {len(x)} samples but y has {len(y)} targets"
+    elif task == CLASSIFICATION and y.dtype.kind not in "biuUS":
+        problem = f"y holds {y.dtype}: class labels are integers or strings (or use 'regression')"
+    elif task == REGRESSION and y.dtype.kind not in "biuf":
+        problem = f"y holds {y.dtype}, not numbers, for regression"
+    if problem is None:
+        x = x.astype(np.float32, copy=False)
+        if not np.isfinite(x).all():
+            problem = "x holds NaN or infinite values (or numbers beyond float32)"
+        elif task == REGRESSION and not np.isfinite(y.astype(np.float64)).all():
+            problem = "y holds NaN or infinite values"
+    if problem is not None:
+        raise ConfigError(
+            f"data.name: {target} returned data lrsched cannot use: {problem}", "data.name"
+        )
+    return x, y.reshape(-1), task
+
+
+def _factory_array(value, name: str, target: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise ConfigError(
+        f"data.name: {target} returned {name} as a {type(value).__name__}; it must be a numpy "
+        "array or a torch tensor",
+        "data.name",
+    )

@@ -37,6 +37,12 @@ def import_factory(target: str, key: str) -> Callable[..., Any]:
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{key}: cannot load factory {target!r}: {exc}", key) from None
+    except Exception as exc:  # the module's own code failed as it ran: it does not import
+        raise ConfigError(
+            f"{key}: cannot load factory {target!r}: importing it raised "
+            f"{type(exc).__name__}: {exc}",
+            key,
+        ) from None
     factory = getattr(module, attribute, None)
     # The source said `def`/`class`, but a decorator or a later assignment can rebind the name.
     defined_here = getattr(factory, "__module__", None) == module.__name__

@@ -6,6 +6,7 @@ import csv
 
 import pytest
 import torch
+from image_files import write_image_set
 
 from conftest import tiny, train
 from lrsched_cli import runner
@@ -98,6 +99,9 @@ def test_every_dataset_trains(name, tmp_path):
         ]
         path.write_text("\n".join(rows) + "\n")
         data.update(path=str(path), target="label", task="classification")
+    elif name in ("mnist", "fashion_mnist", "cifar10"):
+        write_image_set(tmp_path / "images", name, 60)
+        data.update(root=str(tmp_path / "images"), download=False)
     elif name not in ("digits", "iris", "wine", "breast_cancer", "diabetes"):
         data["n_samples"] = 60
     history = train(tiny(epochs=1, data=data), tmp_path)
