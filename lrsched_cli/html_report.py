@@ -148,7 +148,7 @@ def render_report(compare_dir: Path, document: dict[str, Any]) -> str:
         _warnings(document),
         _plots(compare_dir),
         _tables(compare_dir, document),
-        _configs(runs),
+        _configs(runs, [str(row.get("name")) for row in document["configs"]]),
         _provenance(document, runs),
     ]
     body = "\n".join(section for section in sections if section)
@@ -356,17 +356,20 @@ def _transposed(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _configs(runs: list[store.RunHistory]) -> str:
-    """Each config's resolved config.yaml, collapsed; seeds of one config differ only in seed."""
+def _configs(runs: list[store.RunHistory], ranked: list[str]) -> str:
+    """Each config's resolved config.yaml, collapsed, in rank order; seeds of one config
+    differ only in their seed."""
     import yaml
 
-    by_name: dict[str, list[store.RunHistory]] = {}
+    by_name: dict[str, list[store.RunHistory]] = {name: [] for name in ranked}
     for run in runs:
         by_name.setdefault(run.name, []).append(run)
-    if not by_name:
+    if not runs:
         return ""
     parts = ["<h2>Configs</h2>"]
     for name, group in by_name.items():
+        if not group:
+            continue
         seeds = sorted(str(run.config.get("seed", "?")) for run in group)
         text = yaml.safe_dump(group[0].config, sort_keys=False)
         parts.append(

@@ -224,12 +224,12 @@ def _session_start(session: _Session):
     return _plugin_summary("_hparams_/session_start_info", session_start_info=info)
 
 
-# The run's status as the hparams plugin's session status.
+# The run's status as the hparams plugin's session status; the plugin has none for a run
+# stopped by the user (interrupted), which stays unknown.
 SESSION_STATUS = {
     "completed": "STATUS_SUCCESS",
     "diverged": "STATUS_FAILURE",
     "failed": "STATUS_FAILURE",
-    "interrupted": "STATUS_ABORTED",
 }
 
 
