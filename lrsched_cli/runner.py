@@ -29,8 +29,7 @@ from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_dat
 from lrsched_cli.models import build_model, resolve_model
 from lrsched_cli.planning import Plan, plan_schedule
 from lrsched_cli.schedule import Schedule
-from lrsched_cli.schedule_config import fixed_length, resolve_scheduler
-from lrsched_cli.schedule_kinds import kind
+from lrsched_cli.schedule_config import check_extensible, resolve_scheduler
 
 # Separate streams, so that two configs differing only in their schedule see identical data,
 # weights and batches for the same seed, and nothing one component draws shifts another. New
@@ -318,7 +317,7 @@ def resume_experiment(
         _check_resumable(run_dir, history, epochs)
         cfg = load_config(run_dir / store.CONFIG_FILE, epochs=epochs)
         if epochs is not None:  # the saved config is resolved: its schedule is as it ran
-            _check_extensible(cfg, epochs)
+            check_extensible(cfg.scheduler, epochs)
         experiment = prepare(cfg)
         warnings = lint_experiment(experiment) if epochs is not None else []
         # The thread count it started with: another count can round matrix products differently.
@@ -402,19 +401,6 @@ def _check_resumable(run_dir: Path, history: store.RunHistory, epochs: int | Non
         raise ConfigError(
             f"--epochs {epochs}: {run_dir} stopped early at epoch "
             f"{history.summary['stopped_early_at']}; early stopping would stop it again"
-        )
-
-
-def _check_extensible(cfg: ExperimentConfig, epochs: int) -> None:
-    """A schedule laid out over a fixed number of steps ends with the run it was planned for."""
-    fixed = fixed_length(cfg.scheduler)
-    if fixed is not None:
-        where, block = fixed
-        key = kind(block.name).length_key
-        raise ConfigError(
-            f"--epochs {epochs}: {where} is {block.name}, laid out over {key} "
-            f"{block.kwargs.get(key)}: torch cannot step it past the run's planned end; "
-            f"start a new run with epochs: {epochs}"
         )
 
 

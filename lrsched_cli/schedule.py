@@ -134,55 +134,63 @@ class Schedule:
 
 def _with_warmup(optimizer, block: SchedulerConfig):
     """The block's torch scheduler, after torch's LinearLR from start_factor to 1 where it has
-    a warmup: joined by SequentialLR, or, for a kind fed a metric (which SequentialLR refuses),
-    by WarmupThenPlateau."""
+    a warmup: joined by torch's SequentialLR, or by WarmupThen where SequentialLR cannot join
+    them (it refuses ReduceLROnPlateau, and steps a nested composite with an epoch argument
+    the composite does not take)."""
     if block.warmup is None:
         return schedule_kinds.build(optimizer, block)
     from torch.optim.lr_scheduler import LinearLR, SequentialLR
 
     length = warmup_length(block.warmup)
+    kind = schedule_kinds.kind(block.name)
     main = schedule_kinds.build(optimizer, block.model_copy(update={"warmup": None}))
     warmup = LinearLR(optimizer, start_factor=block.warmup.start_factor, total_iters=length)
-    if schedule_kinds.kind(block.name).needs_metric:
-        return WarmupThenPlateau(warmup, main, length)
+    if kind.needs_metric or kind.composite:
+        return WarmupThen(warmup, main, length, fed=kind.needs_metric)
     return SequentialLR(optimizer, [warmup, main], milestones=[length])
 
 
-class WarmupThenPlateau:
-    """Steps a warmup scheduler for its epochs, then feeds each epoch's metric to
-    ReduceLROnPlateau. Warmup epochs are not fed to it: their losses say nothing of a plateau."""
+class WarmupThen:
+    """Steps a warmup scheduler `length` times, then the main one, which continues from the lr
+    the warmup reached. A main scheduler fed a metric is not fed the warmup epochs': their
+    losses say nothing of a plateau."""
 
-    def __init__(self, warmup, plateau, epochs: int):
-        self.warmup, self.plateau, self.epochs = warmup, plateau, epochs
-        self.epochs_done = 0
+    def __init__(self, warmup, main, length: int, fed: bool):
+        self.warmup, self.main, self.length, self.fed = warmup, main, length, fed
+        self.steps_done = 0
+        # The state keys of earlier versions' checkpoints (which held a warmup before
+        # ReduceLROnPlateau only), so that they resume unchanged.
+        self._main_key = "plateau" if fed else "main"
 
     @property
     def optimizer(self):
-        return self.plateau.optimizer
+        return self.warmup.optimizer
 
-    def step(self, metrics: float) -> None:
-        if self.epochs_done < self.epochs:
+    def step(self, metrics: float | None = None) -> None:
+        if self.steps_done < self.length:
             self.warmup.step()
+        elif self.fed:
+            self.main.step(metrics)
         else:
-            self.plateau.step(metrics)
-        self.epochs_done += 1
+            self.main.step()
+        self.steps_done += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "epochs_done": self.epochs_done,
+            "epochs_done": self.steps_done,
             "warmup": self.warmup.state_dict(),
-            "plateau": self.plateau.state_dict(),
+            self._main_key: self.main.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epochs_done = state["epochs_done"]
+        self.steps_done = state["epochs_done"]
         self.warmup.load_state_dict(state["warmup"])
-        self.plateau.load_state_dict(state["plateau"])
+        self.main.load_state_dict(state[self._main_key])
 
 
 def plateau_state(scheduler) -> dict[str, Any] | None:
     """ReduceLROnPlateau's own counters (best, bad epochs, cooldown left), or None."""
-    plateau = getattr(scheduler, "plateau", scheduler)  # inside WarmupThenPlateau
+    plateau = getattr(scheduler, "main", scheduler)  # behind a warmup: WarmupThen
     if not hasattr(plateau, "num_bad_epochs"):
         return None
     return {

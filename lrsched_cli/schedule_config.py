@@ -258,13 +258,18 @@ def _refuse_keys(cfg: SchedulerConfig, owner: str, keys: list[str], key: str = "
             raise ConfigError(f"{key}.{name}: {owner} takes no {name!r}", f"{key}.{name}")
 
 
-def fixed_length(block: SchedulerConfig) -> tuple[str, SchedulerConfig] | None:
-    """Where a schedule of a fixed length sits in a resolved `block` (and that block), or None:
-    such a run cannot be trained past its planned end."""
+def check_extensible(block: SchedulerConfig, epochs: int) -> None:
+    """Refuse to train a run on to `epochs` where its resolved `block` holds a schedule laid
+    out over a fixed number of steps: it ends with the run it was planned for."""
     for segment in segments(block, 0):
-        if kind(segment.block.name).fixed_length:
-            return segment.key, segment.block
-    return None
+        entry = kind(segment.block.name)
+        if entry.fixed_length:
+            key = entry.length_key
+            raise ConfigError(
+                f"--epochs {epochs}: {segment.key} is {segment.block.name}, laid out over {key} "
+                f"{segment.block.kwargs.get(key)}: torch cannot step it past the run's planned "
+                f"end; start a new run with epochs: {epochs}"
+            )
 
 
 def cycles_momentum(block: SchedulerConfig) -> bool:

@@ -14,6 +14,7 @@ from conftest import CONFIGS, tiny, train, write_config
 from lrsched_cli import runner
 from lrsched_cli.cli import app
 from lrsched_cli.config import load_config, validate
+from test_schedules import BLOCKS
 
 cli = CliRunner()
 
@@ -28,6 +29,39 @@ def test_plan_equals_what_the_run_records(name, tmp_path):
     history = train(cfg.to_dict(), tmp_path)
     assert planned.epoch_lrs == history.column("lr")
     assert planned.step_lrs == [row["lr"] for row in history.steps]
+
+
+# Every schedule name a config may give, and each with a warmup in front. ReduceLROnPlateau's
+# plan is its fastest decay, not a forecast: it is checked against torch on the run's own
+# metrics in test_schedules.py instead.
+PLANNED = {
+    **{name: block for name, block in BLOCKS.items() if block is not None},
+    **{
+        f"{name} after a warmup": {**block, "warmup": {"epochs": 2, "start_factor": 0.3}}
+        for name, block in BLOCKS.items()
+        if block is not None and name not in ("OneCycleLR", "CyclicLR")
+    },
+    **{
+        f"{name} after a warmup in steps": {**BLOCKS[name], "warmup": {"steps": 5}}
+        for name in ("OneCycleLR", "CyclicLR")
+    },
+}
+
+
+@pytest.mark.parametrize("case", PLANNED, ids=list(PLANNED))
+def test_plan_equals_the_run_for_every_schedule(case, tmp_path):
+    """plan rehearses through the run's own Schedule and hooks: lrs, steps and momentum agree
+    exactly, whatever the kind."""
+    name = case.split(" ")[0]
+    config = tiny(epochs=6, scheduler={"name": name, **PLANNED[case]})
+    planned = runner.plan_experiment(validate(config))
+    history = train(config, tmp_path)
+    assert planned.epoch_lrs == history.column("lr")
+    assert planned.step_lrs == [row["lr"] for row in history.steps]
+    if planned.momentum is not None:
+        assert planned.momentum == history.column("momentum")
+    else:
+        assert "momentum" not in history.epochs[0]
 
 
 LINTS = {

@@ -109,6 +109,34 @@ def test_resume_parity_for_every_scheduler(name, tmp_path):
     assert resumed.steps == reference.steps
 
 
+WARMED_UP = {
+    "ReduceLROnPlateau": {"patience": 0, "factor": 0.5, "threshold": 0.05},
+    "ChainedScheduler": BLOCKS["ChainedScheduler"],
+    "SequentialLR": BLOCKS["SequentialLR"],
+}
+
+
+@pytest.mark.parametrize("interrupted_at", [2, 5], ids=["in the warmup", "after it"])
+@pytest.mark.parametrize("name", WARMED_UP)
+def test_resume_behind_a_warmup_equals_an_uninterrupted_run_bitwise(name, interrupted_at, tmp_path):
+    """The schedule's state_dict carries the warmup, the scheduler behind it (ReduceLROnPlateau's
+    counters included) and the event pending for the next row: every value, lr_event and
+    plateau_* columns included, is the uninterrupted run's, to the last bit."""
+    block = {"name": name, **WARMED_UP[name], "warmup": {"epochs": 3, "start_factor": 0.25}}
+    config = tiny(epochs=10, checkpoint_every=1, scheduler=block)
+    reference = train(config, tmp_path / "reference")
+    result = runner.run_experiment(validate(config), tmp_path / "runs", InterruptAt(interrupted_at))
+    assert result.status == "interrupted"
+    runner.resume_experiment(result.path)
+    resumed = store.read_run(result.path)
+    assert without_time(resumed.epochs) == without_time(reference.epochs)
+    assert resumed.steps == reference.steps
+    events = [row.get("lr_event") for row in reference.epochs]
+    assert events[3] == "warmup end"
+    if name == "ReduceLROnPlateau":
+        assert any(event and event.startswith("plateau:") for event in events), events
+
+
 def test_resume_from_an_older_checkpoint_redoes_later_epochs(tmp_path):
     config = tiny(epochs=6, checkpoint_every=2)
     reference = train(config, tmp_path / "reference")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lrsched_cli.config import ConfigError, OptimizerConfig, SchedulerConfig
-from lrsched_cli.expressions import LrExpression
+from conftest import tiny
 from lrsched_cli.build import build_optimizer
+from lrsched_cli.config import ConfigError, OptimizerConfig, SchedulerConfig, validate
+from lrsched_cli.expressions import LrExpression
 from lrsched_cli.registry import UNSUPPORTED_OPTIMIZERS, optimizer_classes
-from lrsched_cli.schedule_config import resolve_scheduler
+from lrsched_cli.schedule_config import peak_lr_key, resolve_scheduler, with_peak_lr
 from lrsched_cli.schedule_kinds import build, canonical_name
 
 
@@ -140,3 +141,27 @@ def test_expressions_are_checked_over_the_whole_run(text):
 def test_expressions_have_a_length_limit():
     with pytest.raises(ConfigError, match="longer than"):
         LrExpression("1 + " * 100 + "1")
+
+
+@pytest.mark.parametrize(
+    ("block", "key"),
+    [
+        ({"name": "cosine", "T_max": 5}, "optimizer.lr"),
+        ({"name": "none"}, "optimizer.lr"),
+        ({"name": "onecycle", "max_lr": 0.3}, "scheduler.max_lr"),
+        ({"name": "CyclicLR", "base_lr": 0.01, "max_lr": 0.1}, "scheduler.max_lr"),
+    ],
+)
+def test_peak_lr_key_names_the_key_a_sweep_moves(block, key):
+    assert peak_lr_key(SchedulerConfig(**block)) == key
+
+
+def test_with_peak_lr_sets_the_peak_and_moves_cyclic_base_lr_with_it():
+    cyclic = validate(tiny(scheduler={"name": "CyclicLR", "base_lr": 0.01, "max_lr": 0.1}))
+    moved = with_peak_lr(cyclic, 0.4)
+    assert moved.scheduler.kwargs["max_lr"] == 0.4
+    assert moved.scheduler.kwargs["base_lr"] == pytest.approx(0.04, rel=1e-12)
+    assert moved.optimizer.lr == cyclic.optimizer.lr
+    step = validate(tiny())
+    assert with_peak_lr(step, 0.05).optimizer.lr == 0.05
+    assert with_peak_lr(step, 0.05).scheduler == step.scheduler

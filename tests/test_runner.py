@@ -158,7 +158,8 @@ def test_resolved_config_fills_defaults(tmp_path):
         "dropout": 0.0,
     }
     assert config["scheduler"]["name"] == "OneCycleLR"
-    assert config["scheduler"]["interval"] == "step" and config["scheduler"]["total_steps"] == 10  # 600 rows / 64
+    # 600 training rows in batches of 64
+    assert config["scheduler"]["interval"] == "step" and config["scheduler"]["total_steps"] == 10
 
 
 def test_device_auto_resolves_to_an_available_device():

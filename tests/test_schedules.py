@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -283,3 +285,95 @@ def test_a_onecycle_total_torch_refuses_is_a_config_error(case):
             planned = runner.plan_experiment(validate(config))
             assert planned.step_lrs == pytest.approx(expected_lrs(config)[0], rel=1e-12)
     assert outcomes == {True, False}, "each case must cover both sides of torch's limit"
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lrsched_cli"
+
+
+def _calls_to_step(path: Path) -> list[str]:
+    """The receivers of every `.step(...)` call in a module, as written."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        ast.unparse(node.func.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "step"
+    ]
+
+
+def test_a_scheduler_is_stepped_in_schedule_py_only():
+    """The loop and plan call the Schedule's two hooks; only the optimizer (and matplotlib's
+    step plot) is stepped anywhere else, so a reader finds how every kind is stepped in one
+    place."""
+    others = {"optimizer", "axes"}
+    elsewhere = {
+        path.name: receivers
+        for path in PACKAGE.glob("*.py")
+        if path.name != "schedule.py"
+        and (receivers := [r for r in _calls_to_step(path) if r not in others])
+    }
+    assert elsewhere == {}
+    assert _calls_to_step(PACKAGE / "schedule.py")
+
+
+def _imports_at_load(path: Path) -> set[str]:
+    """The lrsched_cli modules a module imports when it is loaded (not inside functions, not
+    for type checking only)."""
+    found = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lrsched_cli"):
+            if node.module == "lrsched_cli":
+                found |= {
+                    alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").exists()
+                }
+            else:
+                found.add(node.module.split(".")[1])
+    return found
+
+
+def test_the_package_imports_in_one_direction():
+    graph = {path.stem: _imports_at_load(path) for path in PACKAGE.glob("*.py")}
+    done: set[str] = set()
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        assert module not in trail, " -> ".join([*trail, module])
+        if module not in done:
+            for imported in graph.get(module, ()):
+                visit(imported, (*trail, module))
+            done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert "runner" not in graph["checkpoint"] and "runner" not in graph["schedule"]
+
+
+def test_a_kind_is_added_by_an_entry_in_the_table(monkeypatch, tmp_path):
+    """A schedule torch has no class for: a factory over LambdaLR, its length filled in from
+    the run, its peak lr and lint rule, all from its one entry in schedule_kinds.KINDS."""
+    from lrsched_cli import runner, schedule_kinds
+    from lrsched_cli.config import validate
+    from lrsched_cli.schedule_config import peak_lr_key
+
+    def halving(optimizer, total: int, floor: float = 0.25):
+        return L.LambdaLR(optimizer, lambda step: max(floor, 0.5 ** (step * 4 // total)))
+
+    def never_floored(segment, plan):
+        yield f"{segment.key}: {segment.block.kwargs['total']} steps"
+
+    entry = schedule_kinds.ScheduleKind(
+        factory=halving, interval="step", length_key="total", lints=(never_floored,)
+    )
+    monkeypatch.setitem(schedule_kinds.KINDS, "halving", entry)
+    config = tiny(epochs=4, scheduler={"name": "halving"})
+    planned = runner.plan_experiment(validate(config))
+    history = train(config, tmp_path)
+    total = 4 * steps_per_epoch(config)
+    assert history.config["scheduler"] == {"name": "halving", "interval": "step", "total": total}
+    expected = [0.1 * max(0.25, 0.5 ** (step * 4 // total)) for step in range(total)]
+    assert [row["lr"] for row in history.steps] == pytest.approx(expected, rel=1e-12)
+    assert planned.step_lrs == [row["lr"] for row in history.steps]
+    assert planned.warnings == [f"scheduler: {total} steps"]
+    assert peak_lr_key(validate(config).scheduler) == "optimizer.lr"
