@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lrsched_cli.errors import ConfigError
+from lrsched_cli.hf_schedules import SCHEDULES
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 # Bounds that keep a typo (hidden: [10000000]) from exhausting memory on a toy-model tool.
@@ -360,7 +361,16 @@ class WarmupConfig(_Closed):
 
 
 class SchedulerConfig(_Open):
-    name: str = Field("none", description="a torch.optim.lr_scheduler class name, or none")
+    name: str = Field(
+        "none",
+        description=(
+            "a torch.optim.lr_scheduler class name (or alias), none, a Hugging Face "
+            "transformers schedule under the hf. prefix with transformers' argument names ("
+            + ", ".join(name for name in SCHEDULES if name.startswith("hf."))
+            + "), or wsd (warmup, stable, decay over a fraction of the run)"
+        ),
+        examples=["CosineAnnealingLR", "OneCycleLR", "hf.cosine", "wsd"],
+    )
     interval: Literal["epoch", "step"] | None = Field(
         None, description="when to step: default step for OneCycleLR and CyclicLR, else epoch"
     )

@@ -244,6 +244,15 @@ def hf_polynomial(
 ) -> LambdaLR:
     """Linear warmup from 0, then a polynomial decay to lr_end (transformers'
     get_polynomial_decay_schedule_with_warmup)."""
+    _below_lr(optimizer, "lr_end", lr_end)
+    if num_warmup_steps >= num_training_steps:
+        where = "scheduler.num_warmup_steps"
+        raise ConfigError(
+            f"{where}: hf.polynomial's warmup of {num_warmup_steps} steps leaves none of its "
+            f"{num_training_steps} to decay over (transformers divides by their difference); "
+            "shorten num_warmup_steps",
+            where,
+        )
     return _lambda_lr(
         optimizer,
         partial(
@@ -333,6 +342,15 @@ def hf_warmup_stable_decay(
     the peak (transformers' get_wsd_schedule)."""
     if num_stable_steps is None:
         num_stable_steps = num_training_steps - num_warmup_steps - num_decay_steps
+        if num_stable_steps < 0:
+            # transformers would start the decay under the warmup, and jump down at its end.
+            where = "scheduler.num_decay_steps"
+            raise ConfigError(
+                f"{where}: num_warmup_steps {num_warmup_steps} + num_decay_steps "
+                f"{num_decay_steps} exceed num_training_steps {num_training_steps}; shorten "
+                "them, or give num_stable_steps",
+                where,
+            )
     return _lambda_lr(
         optimizer,
         partial(
@@ -351,7 +369,10 @@ def hf_warmup_stable_decay(
 def _min_lr_rate(optimizer, min_lr: float | None, min_lr_rate: float | None) -> float:
     """transformers' rule: min_lr is an lr, min_lr_rate a fraction of the optimizer's lr; one
     of them. `resolve` has refused both or neither before a schedule is built."""
-    return min_lr / optimizer.defaults["lr"] if min_lr is not None else min_lr_rate
+    if min_lr is None:
+        return min_lr_rate
+    _below_lr(optimizer, "min_lr", min_lr)
+    return min_lr / optimizer.defaults["lr"]
 
 
 def _lambda_lr(optimizer, factor: Factor) -> LambdaLR:
@@ -465,6 +486,8 @@ SCHEDULES: dict[str, Callable[..., LambdaLR]] = {
 LENGTH_ARGUMENTS = ("num_training_steps", "total_steps")
 # Arguments that count the scheduler's steps (epochs at interval epoch).
 COUNTS = ("num_warmup_steps", "num_decay_steps", "num_stable_steps", "warmup_steps")
+# The arguments that set the lr's floor, the likeliest culprit for a bad lr first.
+LR_ARGUMENTS = ("min_lr", "min_lr_rate", "lr_end", "min_lr_ratio", "warmup_lr_rate")
 # Arguments that are fractions of the peak lr or of the run.
 FRACTIONS = ("min_lr_rate", "min_lr_ratio", "warmup_lr_rate", "warmup_fraction", "decay_fraction")
 
@@ -496,13 +519,12 @@ def parameters(name: str) -> dict[str, inspect.Parameter]:
     return {p.name: p.replace(annotation=eval(p.annotation, globals())) for p in params}
 
 
-def resolve(
-    name: str, given: dict[str, Any], run_length: int, lr: float, key: str = "scheduler"
-) -> dict[str, Any]:
+def resolve(name: str, given: dict[str, Any], run_length: int, key: str = "scheduler"):
     """Every argument schedule `name` will be built with: the config's, checked, then the
     defaults, and the run's length (`run_length`, the times the scheduler is stepped) where
     the config leaves it out. Refuses what transformers would refuse, and what would train
-    a schedule nobody meant; `lr` is the optimizer's peak lr."""
+    a schedule nobody meant. What depends on the optimizer's lr is checked when the schedule
+    is built."""
     accepted = parameters(name)
     for argument in given:
         if argument not in accepted:
@@ -525,8 +547,8 @@ def resolve(
         elif param.default is not None:
             arguments[argument] = param.default
     _check_lengths(name, arguments, run_length, key)
-    _check_lrs(name, arguments, lr, key)
-    _fill_derived(name, arguments, key)
+    _check_min_lr(name, arguments, key)
+    _fill_derived(name, arguments)
     return arguments
 
 
@@ -590,8 +612,8 @@ def _check_range(name: str, argument: str, value: Any, where: str) -> None:
 
 
 def _check_lengths(name: str, arguments: dict[str, Any], run_length: int, key: str) -> None:
-    """A warmup longer than the run (or than the schedule's own length) never reaches the peak;
-    a polynomial decay of no steps divides by zero in transformers' formula."""
+    """A warmup longer than the run (or than the schedule's own length) never reaches the
+    peak."""
     warmup_key = "warmup_steps" if name == "wsd" else "num_warmup_steps"
     warmup = arguments.get(warmup_key)
     if warmup is None:
@@ -605,15 +627,9 @@ def _check_lengths(name: str, arguments: dict[str, Any], run_length: int, key: s
                 f"{what}: the lr never reaches its peak; shorten {warmup_key}",
                 where,
             )
-    if name == "hf.polynomial" and warmup >= length:
-        raise ConfigError(
-            f"{where}: hf.polynomial's warmup of {warmup} steps leaves no steps of its "
-            f"{length} to decay over; shorten {warmup_key}",
-            where,
-        )
 
 
-def _check_lrs(name: str, arguments: dict[str, Any], lr: float, key: str) -> None:
+def _check_min_lr(name: str, arguments: dict[str, Any], key: str) -> None:
     if "min_lr" in arguments and "min_lr_rate" in arguments:
         raise ConfigError(
             f"{key}.min_lr_rate: {name} takes min_lr (an lr) or min_lr_rate (a fraction of "
@@ -626,36 +642,27 @@ def _check_lrs(name: str, arguments: dict[str, Any], lr: float, key: str) -> Non
             "the peak lr)",
             f"{key}.min_lr_rate",
         )
-    for argument in ("min_lr", "lr_end"):
-        if argument in arguments and not arguments[argument] < lr:
-            raise ConfigError(
-                f"{key}.{argument}: {argument} {arguments[argument]:g} must be below the "
-                f"initial lr {lr:g} (optimizer.lr), which {name} decays from",
-                f"{key}.{argument}",
-            )
 
 
-def _fill_derived(name: str, arguments: dict[str, Any], key: str) -> None:
+def _fill_derived(name: str, arguments: dict[str, Any]) -> None:
     """Defaults that depend on other arguments, filled in so the resolved config shows them."""
     if name == "hf.inverse_sqrt" and "timescale" not in arguments:
         arguments["timescale"] = arguments["num_warmup_steps"] or 10_000
     if name == "wsd" and "warmup_steps" in arguments:
         arguments.pop("warmup_fraction")
-    if name == "hf.warmup_stable_decay" and "num_stable_steps" not in arguments:
-        stable = (
-            arguments["num_training_steps"]
-            - arguments["num_warmup_steps"]
-            - arguments["num_decay_steps"]
+
+
+def _below_lr(optimizer, argument: str, value: float) -> None:
+    """transformers refuses an end lr at or above the lr it decays from: the "decay" would
+    climb. Checked when built, where the optimizer's lr is known."""
+    lr = optimizer.defaults["lr"]
+    if not value < lr:
+        where = f"scheduler.{argument}"
+        raise ConfigError(
+            f"{where}: {argument} {value:g} must be below the initial lr {lr:g} "
+            "(optimizer.lr), which the schedule decays from",
+            where,
         )
-        if stable < 0:
-            where = f"{key}.num_decay_steps"
-            raise ConfigError(
-                f"{where}: num_warmup_steps {arguments['num_warmup_steps']} + num_decay_steps "
-                f"{arguments['num_decay_steps']} exceed num_training_steps "
-                f"{arguments['num_training_steps']}; shorten them or give num_stable_steps",
-                where,
-            )
-        arguments["num_stable_steps"] = stable
 
 
 def build(optimizer, name: str, arguments: dict[str, Any]) -> LambdaLR:
@@ -670,12 +677,15 @@ def phases(name: str, kwargs: dict[str, Any]) -> Phases | None:
         return wsd_phases(kwargs)
     if name != "hf.warmup_stable_decay":
         return None
-    warmup, stable, decay = (
+    warmup, decay, total = (
         kwargs["num_warmup_steps"],
-        kwargs["num_stable_steps"],
         kwargs["num_decay_steps"],
+        kwargs["num_training_steps"],
     )
-    return Phases(warmup, stable, decay, kwargs["num_training_steps"])
+    stable = kwargs.get("num_stable_steps")
+    if stable is None:  # transformers: what the warmup and the decay leave of the length
+        stable = total - warmup - decay
+    return Phases(warmup, stable, decay, total)
 
 
 def lint(name: str, kwargs: dict[str, Any], length: int, key: str, units: str) -> list[str]:

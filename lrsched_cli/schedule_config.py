@@ -75,6 +75,10 @@ def _resolve(
     if _fills_length(entry, cfg.kwargs):
         length = run_length(interval, epochs, steps_per_epoch)
         updates[entry.length_key] = max(1, length - warmup_length(updates.get("warmup")))
+    if entry.arguments is not None:
+        length = run_length(interval, epochs, steps_per_epoch)
+        length = max(1, length - warmup_length(updates.get("warmup")))
+        updates.update(entry.arguments(cfg.kwargs, length, key))
     return SchedulerConfig.model_validate({**cfg.model_dump(exclude_none=True), **updates})
 
 

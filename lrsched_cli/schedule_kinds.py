@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lrsched_cli import hf_schedules
 from lrsched_cli.config import ConfigError, SchedulerConfig
 from lrsched_cli.expressions import LrExpression
 from lrsched_cli.registry import lookup_name, scheduler_classes
@@ -66,6 +67,10 @@ class ScheduleKind:
     # A check made when the config is resolved, refusing what torch would refuse mid-run:
     # (segment, per_step, epochs, steps_per_epoch) -> None, or it raises ConfigError.
     check: Callable[[Segment, bool, int, int], None] | None = None
+    # Its arguments as the resolved config records them, where its signature's defaults are
+    # not the whole story (checked against each other, defaults filled in, some derived):
+    # (the config's arguments, the times it is stepped, key) -> arguments, or ConfigError.
+    arguments: Callable[[dict[str, Any], int, str], dict[str, Any]] | None = None
 
 
 DEFAULT = ScheduleKind()
@@ -87,6 +92,8 @@ def canonical_name(name: str) -> str:
     """The schedule name `name` means (an alias or any capitalisation), or `none`."""
     if name.lower() == "none":
         return "none"
+    if hf_schedules.is_schedule_name(name):  # suggests among the hf. names only
+        return hf_schedules.canonical_name(name)
     return lookup_name(name, schedule_names(), "scheduler", "scheduler.name", ALIASES, ("none",))
 
 
@@ -379,6 +386,37 @@ KINDS: dict[str, ScheduleKind] = {
     "SequentialLR": ScheduleKind(composite=True, explain=_next_scheduler_event),
     "ChainedScheduler": ScheduleKind(composite=True),
 }
+
+
+# Schedules torch has no class for (hf_schedules): torch's LambdaLR over transformers'
+# formulas, and wsd. Stepped per optimizer step, with their length filled in from the run.
+
+
+def _phases_lint(segment: Segment, plan: Plan) -> Iterator[str]:
+    block = segment.block
+    yield from hf_schedules.lint(block.name, block.kwargs, segment.length, segment.key, plan.units)
+
+
+def _phases_event(block: SchedulerConfig, epoch: int, before: dict, ratio: str) -> str | None:
+    # `epoch` counts the run's epochs; the schedule's own count starts after a warmup block.
+    warmup = (block.warmup.epochs or 0) if block.warmup is not None else 0
+    return hf_schedules.event(block.name, block.kwargs, epoch - warmup)
+
+
+def _factor_kind(name: str) -> ScheduleKind:
+    accepted = hf_schedules.parameters(name)
+    return ScheduleKind(
+        factory=hf_schedules.SCHEDULES[name],
+        interval="step",
+        length_key=next((k for k in hf_schedules.LENGTH_ARGUMENTS if k in accepted), None),
+        lr_arguments=tuple(a for a in hf_schedules.LR_ARGUMENTS if a in accepted),
+        lints=(_phases_lint,),
+        explain=_phases_event,
+        arguments=lambda given, length, key: hf_schedules.resolve(name, given, length, key),
+    )
+
+
+KINDS.update({name: _factor_kind(name) for name in hf_schedules.SCHEDULES})
 ALIASES = {
     "step": "StepLR",
     "multistep": "MultiStepLR",

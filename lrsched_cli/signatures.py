@@ -62,6 +62,8 @@ def construct(target: Any, first: Any, kwargs: dict[str, Any], key: str, managed
     }
     try:
         return target(first, **checked, **(managed or {}))
+    except ConfigError:  # a factory of lrsched's own that has named the key already
+        raise
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError, ArithmeticError) as exc:
         raise ConfigError(
             f"{key}: torch's {name} rejected these arguments: {one_line(exc)}", key
