@@ -124,6 +124,8 @@ Metric = Literal[
     "auc_val_loss",
     "epochs_to_target",
     "train_seconds",
+    "test_loss",
+    "test_accuracy",
 ]
 Overrides = Annotated[
     list[str] | None,
@@ -227,7 +229,7 @@ def compare(
         ),
     ],
     seeds: Annotated[
-        int | None, typer.Option(help="Run seeds 0..N-1 (default 3).", min=1, metavar="N")
+        int | None, typer.Option(help="Run seeds 0..N-1 (default 10).", min=1, metavar="N")
     ] = None,
     seed_list: Annotated[
         str | None, typer.Option(help="Seeds to run, e.g. 0,1,2.", metavar="LIST")
@@ -286,8 +288,16 @@ def compare(
             "--no-checkpoints", help="Write no checkpoints (the runs cannot be resumed)."
         ),
     ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Test each config against this one only (k-1 pairs).", metavar="NAME"),
+    ] = None,
 ) -> None:
-    """Compare schedules over paired seeds: rank them, with 95% intervals and paired tests."""
+    """Compare schedules over paired seeds: rank them, with 95% intervals and paired tests.
+
+    Pairs are tested with the Wilcoxon signed-rank test, Holm-adjusted over all pairs (or
+    those against --baseline), after a Friedman test for 3 or more configs; the verdicts
+    under the tables say in words which differences are significant."""
     from lrsched_cli import store
 
     if metric == "epochs_to_target" and target is None:
@@ -307,7 +317,11 @@ def compare(
         warnings = comparing.check_comparable(found, force)
         for warning in warnings:
             err.print(_styled(("warning: ", "yellow"), warning))
-        seed_values = _seeds(seeds, seed_list)
+        comparing.check_baseline(found, baseline)
+        seed_values = _seeds(seeds, seed_list, comparing.DEFAULT_SEEDS)
+        note = comparing.seed_power_note(found, seed_values, baseline)
+        if note:
+            err.print(_styled(("warning: ", "yellow"), note))
         made_runs_dir = not runs_dir.exists()
         out_dir = store.create_run_dir(runs_dir, "compare")
         progress = _CompareProgress(len(found.configs) * len(seed_values), quiet=as_json)
@@ -325,6 +339,7 @@ def compare(
                     run_plots,
                     lint=lambda found: _warn_configs(found, strict),
                     pool=pool,
+                    baseline=baseline,
                 )
         except BaseException:
             if made_runs_dir:  # stopped before any run: leave no empty directory behind
@@ -690,13 +705,13 @@ def schema() -> None:
     print(json.dumps(ExperimentConfig.model_json_schema(), indent=2))
 
 
-def _seeds(count: int | None, listed: str | None) -> list[int]:
+def _seeds(count: int | None, listed: str | None, default: tuple[int, ...]) -> list[int]:
     # ConfigError, not typer.BadParameter: this runs inside _exit_codes, past click's parsing,
     # where a BadParameter would be reported as a failure (exit 1) instead of bad usage.
     if count is not None and listed is not None:
         raise ConfigError("give --seeds or --seed-list, not both")
     if listed is None:
-        return list(range(count)) if count else [0, 1, 2]
+        return list(range(count)) if count else list(default)
     shown = listed if len(listed) <= 40 else f"{listed[:37]}..."
     try:
         values = [int(part) for part in listed.split(",") if part.strip()]
@@ -736,10 +751,13 @@ def _executor(kind: str, address: str | None, storage: Path | None, gpus: float)
 
 
 def _draw_comparison(comparison) -> list[Path]:
-    from lrsched_cli.plots import plot_comparison
+    from lrsched_cli.plots import plot_comparison, plot_ranks
 
     groups = {summary.name: summary.runs for summary in comparison.summaries}
-    return plot_comparison(groups, comparison.path)
+    paths = plot_comparison(groups, comparison.path)
+    if comparison.friedman is not None and comparison.friedman.critical_difference is not None:
+        paths.append(plot_ranks(comparison.friedman, comparison.path / "ranks.png"))
+    return paths
 
 
 def _warn_configs(warnings: dict[str, list[str]], strict: bool) -> None:
@@ -753,9 +771,16 @@ def _render_comparison(comparison, as_json: bool) -> None:
     if as_json:
         print((comparison.path / "summary.json").read_text(), end="")
         return
-    console.print(report.render_comparison(comparison.summaries, comparison.metric))
+    console.print(
+        report.render_comparison(
+            comparison.summaries, comparison.metric, comparison.pairwise, comparison.baseline
+        )
+    )
+    if comparison.friedman is not None:
+        console.print(report.render_friedman(comparison.friedman))
     if comparison.pairwise:
         console.print(report.render_pairwise(comparison.pairwise))
+        console.print(report.render_verdicts(comparison.verdicts))
     for result in comparison.results:
         if result.error:
             _print_error(f"{result.name} seed {result.seed} {result.status}", result.error)

@@ -24,7 +24,9 @@ from typing import Any
 from lrsched_cli import stats, store
 from lrsched_cli.config import ConfigError, ExperimentConfig, load_configs, locate
 
-DEFAULT_SEEDS = (0, 1, 2)
+# Ten: the fewest with which a Holm-adjusted exact Wilcoxon test can tell apart some pair of
+# five configs (10 pairs x 2^(1-n) < 0.05 needs n >= 9), and DeepOBS's count for its reruns.
+DEFAULT_SEEDS = tuple(range(10))
 # Preloaded once by the forkserver, so a worker starts as a fork, not a 3-5 s import of torch.
 WORKER_PRELOAD = ["torch", "torch._dynamo", "lrsched_cli.runner"]
 STOP_GRACE = 30.0  # seconds the running jobs get to end their batch after a Ctrl-C
@@ -65,6 +67,9 @@ class Comparison:
     results: list[JobResult]
     warnings: list[str]
     interrupted: bool = False  # Ctrl-C: the jobs that had not started never ran
+    baseline: str | None = None  # the config every other one is tested against; None: all pairs
+    friedman: stats.Friedman | None = None  # 3 or more configs
+    verdicts: list[str] = field(default_factory=list)
 
 
 def collect_inputs(
@@ -101,6 +106,28 @@ def _add_run(inputs: Inputs, path: Path) -> None:
         inputs.runs.append(store.read_run(path))
     except store.RunCorrupt as exc:
         inputs.skipped.append(f"skipped the run in {path}: {exc}")
+
+
+def names_of(inputs: Inputs) -> list[str]:
+    """The configs the comparison will hold: each config, and each finished run's name."""
+    return list(dict.fromkeys([cfg.name for cfg in inputs.configs] + [r.name for r in inputs.runs]))
+
+
+def check_baseline(inputs: Inputs, baseline: str | None) -> None:
+    """`--baseline` must name one of the configs compared."""
+    names = names_of(inputs)
+    if baseline is not None and baseline not in names:
+        raise ConfigError(
+            f"--baseline {baseline!r} names no config compared; choose one of: {', '.join(names)}"
+        )
+
+
+def seed_power_note(inputs: Inputs, seeds: list[int], baseline: str | None) -> str | None:
+    """Before training: when these seeds are too few for any pair to come out significant."""
+    if not inputs.configs:
+        return None
+    pairs = stats.pair_count(len(names_of(inputs)), baseline is not None)
+    return stats.seed_power_note(len(seeds), pairs)
 
 
 def check_comparable(inputs: Inputs, force: bool) -> list[str]:
@@ -365,15 +392,18 @@ def compare(
     run_plots: bool = False,
     lint: Callable[[dict[str, list[str]]], None] = lambda warnings: None,
     pool: Callable[[int, bool], AbstractContextManager[Executor]] | None = None,
+    baseline: str | None = None,
 ) -> Comparison:
     """Run the configs over the seeds, gather them with the finished runs, and write the
-    comparison's files into `out_dir`.
+    comparison's files into `out_dir`. Pairs are tested all against all, or each against
+    `baseline`; a Friedman test comes first for 3 or more configs.
 
     `lint` gets the schedule warnings of every config, and those the finished runs recorded,
     once per config and before any training; it may raise to stop (`--strict`). A comparison
     stopped before any run leaves no empty directory behind. After a Ctrl-C it compares the
     runs that ended, and says `interrupted`; before any run began, KeyboardInterrupt.
     """
+    check_baseline(inputs, baseline)
     schedule_warnings = _recorded_warnings(inputs.runs)
 
     def check(config_warnings: dict[str, list[str]]) -> None:
@@ -414,14 +444,20 @@ def compare(
         summary.swept = inputs.swept.get(summary.name, {})
         found = summary.warnings + schedule_warnings.get(summary.name, [])
         summary.warnings = list(dict.fromkeys(found))
+    if baseline is not None and baseline not in groups:
+        baseline = None  # interrupted before any of its runs began: all pairs, as without
+    pairwise = stats.pairwise(summaries, metric, target, baseline)
     comparison = Comparison(
         out_dir,
         metric,
         summaries,
-        stats.pairwise(summaries, metric, target),
+        pairwise,
         results,
         list(warnings) + [f"{s.name}: {w}" for s in summaries for w in s.warnings],
         interrupted=stop.is_set(),
+        baseline=baseline,
+        friedman=stats.friedman(summaries, metric, target),
+        verdicts=stats.verdicts(pairwise, metric),
     )
     write_comparison(comparison, seeds, target)
     return comparison
@@ -441,6 +477,11 @@ def write_comparison(comparison: Comparison, seeds: list[int], target: float | N
         "target": target,
         "confidence": stats.CONFIDENCE,
         "configs": rows,
+        # what `holm_p` adjusts, and over which pairs; `ttest_p` is raw, a check beside it
+        "paired_test": "wilcoxon signed-rank, two-sided; holm_p: Holm-adjusted",
+        "baseline": comparison.baseline,
+        "friedman": comparison.friedman.row() if comparison.friedman else None,
+        "verdicts": comparison.verdicts,
         "pairwise": comparison.pairwise,
         "runs": [asdict(result) for result in comparison.results],
         "interrupted": comparison.interrupted,

@@ -500,3 +500,70 @@ def _no_curve(figure, axes: Axes, path: Path, summary: dict) -> Path:
     axes.set_yticks([])
     figure.savefig(path)
     return path
+
+
+def plot_ranks(result, path: Path) -> Path:
+    """The critical-difference diagram (Demsar 2006) of a `stats.Friedman` result: each
+    config at its mean rank across seeds (1 = best, on the left), and a bar under every group
+    whose ranks lie within Nemenyi's critical difference. A picture only: the verdicts come
+    from the Holm-adjusted paired tests, which keep the size of each seed's difference."""
+    from matplotlib.figure import Figure
+
+    k = len(result.names)
+    order = sorted(range(k), key=lambda i: result.mean_ranks[i])
+    ranks = [result.mean_ranks[i] for i in order]
+    names = [_literal(result.names[i]) for i in order]
+    left = (k + 1) // 2  # the better half is labelled on the left, the rest on the right
+    label_rows = max(left, k - left)
+    height = 1.6 + 0.32 * label_rows
+    figure = Figure(figsize=(FIGSIZE[0], height), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_xlim(0.5, k + 0.5)
+    axes.set_ylim(-0.35 * (label_rows + 1), 1.1)
+    axes.axis("off")
+    axes.hlines(0, 1, k, color="black", lw=1)
+    for tick in range(1, k + 1):
+        axes.vlines(tick, 0, 0.08, color="black", lw=1)
+        axes.text(tick, 0.12, str(tick), ha="center", va="bottom", fontsize="small")
+    colours = _colours(k)
+    for index, (rank, name) in enumerate(zip(ranks, names, strict=True)):
+        on_left = index < left
+        row = index if on_left else k - 1 - index
+        y = -0.35 * (row + 1)
+        x_text = 0.55 if on_left else k + 0.45
+        axes.plot([rank, rank, x_text], [0, y, y], color=colours[order[index]], lw=1.2)
+        axes.text(
+            x_text + (-0.03 if on_left else 0.03),
+            y,
+            f"{name} ({rank:.2f})" if on_left else f"({rank:.2f}) {name}",
+            ha="right" if on_left else "left",
+            va="center",
+            fontsize="small",
+        )
+    cd = result.critical_difference
+    if cd is not None:
+        axes.plot([1, 1 + cd], [0.75, 0.75], color="black", lw=1.5)
+        axes.vlines([1, 1 + cd], 0.7, 0.8, color="black", lw=1.5)
+        axes.text(1 + cd / 2, 0.82, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize="small")
+        for level, (start, end) in enumerate(_cliques(ranks, cd)):
+            y = -0.1 - 0.07 * level
+            axes.plot([ranks[start] - 0.03, ranks[end] + 0.03], [y, y], color="black", lw=3)
+    seeds = len(result.seeds)
+    title = f"mean rank over {seeds} seed{'s' if seeds != 1 else ''} (1 = best)"
+    if result.p is not None:
+        title += f"; Friedman p = {result.p:.2g}"
+    axes.set_title(title + "\na bar joins configs Nemenyi cannot tell apart", fontsize="medium")
+    figure.savefig(path)
+    return path
+
+
+def _cliques(ranks: list[float], cd: float) -> list[tuple[int, int]]:
+    """The maximal runs of configs (sorted by rank) spanning less than `cd`, of two or more."""
+    spans = []
+    for start in range(len(ranks)):
+        end = start
+        while end + 1 < len(ranks) and ranks[end + 1] - ranks[start] < cd:
+            end += 1
+        if end > start and not any(s <= start and end <= e for s, e in spans):
+            spans.append((start, end))
+    return spans

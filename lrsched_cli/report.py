@@ -13,7 +13,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from lrsched_cli.stats import ConfigSummary, Estimate
+from lrsched_cli.stats import ALPHA, ConfigSummary, Estimate, Friedman, differs
 from lrsched_cli.store import RunHistory, effective_status
 
 STATUS_STYLES = {
@@ -289,11 +289,18 @@ def _style(row: dict[str, Any], best_epoch: Any) -> str | None:
     return "bold green" if row.get("epoch") == best_epoch else None
 
 
-def render_comparison(summaries: list[ConfigSummary], metric: str) -> Table:
-    """Configs ranked by `metric` (best first, marked ★); a config whose 95% interval overlaps
-    the best's is marked ≈: with these seeds it cannot be told apart from the best. ⚠ marks a
-    config whose schedule lint warned; notes under the table name them, and say in how many
-    seeds each ReduceLROnPlateau config cut its lr (never: it trained at a constant lr)."""
+def render_comparison(
+    summaries: list[ConfigSummary],
+    metric: str,
+    pairwise: list[dict[str, Any]] = (),
+    baseline: str | None = None,
+) -> Table:
+    """Configs ordered by `metric`'s mean (best first, marked ★), each with its 95% interval.
+    ≈ marks a config that the paired, Holm-adjusted test in `pairwise` cannot tell apart from
+    the best (or, with `baseline`, from the baseline, marked ◆); never overlapping intervals,
+    which throw the pairing of seeds away. ⚠ marks a config whose schedule lint warned; notes
+    under the table name them, and say in how many seeds each ReduceLROnPlateau config cut its
+    lr (never: it trained at a constant lr)."""
     columns = [metric] + [m for m in COMPARISON_COLUMNS if m != metric]
     table = Table(title=f"ranked by {metric}: mean ± 95% CI over seeds", title_justify="left")
     table.add_column("")
@@ -302,12 +309,16 @@ def render_comparison(summaries: list[ConfigSummary], metric: str) -> Table:
     for column in columns:
         table.add_column(COMPARISON_COLUMNS.get(column, column.replace("_", " ")), justify="right")
     table.add_column("runs", justify="right")
-    best = summaries[0].metrics[metric] if summaries else None
+    reference = baseline or (summaries[0].name if summaries else None)
+    pairs = {frozenset((row["a"], row["b"])): row for row in pairwise}
     for index, summary in enumerate(summaries):
         estimate = summary.metrics[metric]
         mark = "★" if index == 0 and estimate.mean is not None else ""
-        if index and estimate.mean is not None and best is not None and estimate.overlaps(best):
-            mark = "≈"
+        if summary.name == baseline:
+            mark += "◆"
+        elif pairwise and summary.name != reference and estimate.mean is not None:
+            if not differs(pairs.get(frozenset((summary.name, reference)))):
+                mark += "≈"
         cells = [format_estimate(summary.metrics[column], column) for column in columns]
         table.add_row(
             mark + ("⚠" if summary.warnings else ""),
@@ -315,13 +326,47 @@ def render_comparison(summaries: list[ConfigSummary], metric: str) -> Table:
             _seed_count(summary, metric),
             *cells,
             plain(_run_counts(summary)),
-            style="bold green" if mark == "★" else None,
+            style="bold green" if index == 0 and estimate.mean is not None else None,
         )
     notes = _comparison_notes(summaries)
+    if pairwise and len(summaries) > 1:
+        against = f"the baseline {printable(baseline)} (◆)" if baseline else "the best (★)"
+        notes.insert(
+            0,
+            f"≈ no significant difference from {against}: paired Wilcoxon, Holm p ≥ {ALPHA:g}",
+        )
     if notes:
         caption = plain("\n".join(map(printable, notes)), lines=True)
         table.caption, table.caption_justify = caption, "left"
     return table
+
+
+def render_friedman(result: Friedman) -> Text:
+    """The Friedman test's line: whether the configs differ at all, over the seeds that every
+    config completed."""
+    k, n = len(result.names), len(result.seeds)
+    head = f"Friedman test, {k} configs x {n} seed{'s' if n != 1 else ''}"
+    if result.p is None:
+        return Text(f"{head}: not computed (it needs 2 or more seeds every config completed)")
+    finding = (
+        "the configs differ"
+        if result.p < ALPHA
+        else "no evidence that any config differs from the others"
+    )
+    return Text(f"{head}: chi² = {result.statistic:.3g}, p = {result.p:.2g}: {finding}")
+
+
+def render_verdicts(lines: list[str]) -> Group:
+    """The verdicts in words, one per line (wrapped lines indented), under a heading that says
+    how they were reached."""
+    heading = Text("verdicts", style="bold")
+    heading.append(f" (paired Wilcoxon signed-rank, Holm-adjusted, α = {ALPHA:g}):")
+    body = Table.grid(padding=(0, 1))
+    body.add_column(no_wrap=True)
+    body.add_column()
+    for line in lines:
+        body.add_row("•", plain(line))
+    return Group(heading, body)
 
 
 def _seed_count(summary: ConfigSummary, metric: str) -> str:
@@ -352,13 +397,14 @@ COMPARISON_COLUMNS = {  # metric -> header, the columns shown beside the ranking
 
 
 def render_pairwise(rows: list[dict[str, Any]]) -> Fitted:
-    """Each pair: paired seeds, wins, and the paired tests' p-values. Where the terminal has no
-    room for both names beside the numbers, each pair's names sit above one another and the
-    numbers follow as one wrapped line."""
+    """Each pair: paired seeds, wins, the mean difference A-B and its 95% interval, and the
+    Holm-adjusted p of the paired Wilcoxon test (the raw p and the t-test's are in
+    pairwise.csv). Where the terminal has no room for both names beside the numbers, each
+    pair's names sit above one another and the numbers follow as one wrapped line."""
     return Fitted(lambda width: _pairwise_table(rows, width))
 
 
-PAIRWISE_HEADERS = ("seeds", "wins", "mean A-B", "Wilcoxon p", "t-test p")
+PAIRWISE_HEADERS = ("seeds", "wins", "mean A-B", "95% CI", "Holm p")
 NAME_MIN = 10  # a name column narrower than this reads as a column of fragments
 
 
@@ -367,22 +413,29 @@ def _pairwise_table(rows: list[dict[str, Any]], width: int) -> Table:
         [
             str(row["paired_seeds"]),
             f"{row['a_wins']}-{row['b_wins']}",
-            format_number(row["mean_difference"]),
-            _p_value(row["wilcoxon_p"]),
-            _p_value(row["ttest_p"]),
+            _difference(row["mean_difference"]),
+            _interval(row.get("difference_ci_low"), row.get("difference_ci_high")),
+            _p_value(row.get("holm_p")),
         ]
         for row in rows
     ]
-    table = Table(title="pairwise, on paired seeds; wins: A-B", title_justify="left")
+    headers = PAIRWISE_HEADERS
+    title = "pairwise, on paired seeds; wins: A-B"
+    counts = {row["paired_seeds"] for row in rows}
+    if len(counts) == 1:  # the same seeds for every pair: said once, in the title
+        (count,) = counts
+        title = f"pairwise, on {count} paired seed{'s' if count != 1 else ''}; wins: A-B"
+        headers, numbers = headers[1:], [cells[1:] for cells in numbers]
+    table = Table(title=title, title_justify="left")
     number_width = sum(
         max(cell_len(header), *(cell_len(cells[i]) for cells in numbers)) + 3
-        for i, header in enumerate(PAIRWISE_HEADERS)
+        for i, header in enumerate(headers)
     )
     longest = max((cell_len(name) for row in rows for name in (row["a"], row["b"])), default=1)
     if number_width + 2 * (min(longest, NAME_MIN) + 3) + 1 <= width:
         for header in ("A", "B"):
             table.add_column(header)
-        for header in PAIRWISE_HEADERS:  # numbers are never cut
+        for header in headers:  # numbers are never cut
             table.add_column(header, justify="right", no_wrap=True)
         for row, cells in zip(rows, numbers, strict=True):
             table.add_row(Name(row["a"]), Name(row["b"]), *cells)
@@ -391,7 +444,7 @@ def _pairwise_table(rows: list[dict[str, Any]], width: int) -> Table:
     table.add_column("")
     for row, cells in zip(rows, numbers, strict=True):
         pair = Group(Name(row["a"]), Text("vs", style="dim"), Name(row["b"]))
-        labelled = zip(PAIRWISE_HEADERS, cells, strict=True)
+        labelled = zip(headers, cells, strict=True)
         table.add_row(pair, Text(" · ".join(f"{header} {cell}" for header, cell in labelled)))
     return table
 
@@ -455,7 +508,18 @@ def format_estimate(estimate: Estimate, metric: str = "") -> str:
 
 
 def _p_value(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
+    return "-" if value is None else f"{value:.2g}"
+
+
+def _difference(value: float | None) -> str:
+    """Two significant digits: what a handful of seeds can support of a mean difference."""
+    return "-" if value is None else f"{value:.2g}"
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"{_difference(low)}, {_difference(high)}"
 
 
 def _run_counts(summary: ConfigSummary) -> str:

@@ -1,4 +1,9 @@
-"""Statistics across seeds: per-config summaries with confidence intervals, and paired tests.
+"""Statistics across seeds: per-config summaries with confidence intervals, paired tests
+with Holm's adjustment, the Friedman test and Nemenyi's critical difference, and verdicts.
+
+The paired test is the Wilcoxon signed-rank test (exact for small samples without ties):
+it assumes no normal distribution of the differences between seeds, which a few seeds of a
+diverging schedule rarely give. The paired t-test's p stays beside it, unadjusted, as a check.
 
 Reads `RunHistory` objects only; never imports torch. scipy is imported inside the functions.
 """
@@ -13,6 +18,7 @@ from typing import Any
 from lrsched_cli.store import RunHistory, effective_status
 
 CONFIDENCE = 0.95
+ALPHA = 0.05  # the family-wise error rate the Holm-adjusted tests hold
 # name -> True where lower is better
 METRICS = {
     "final_val_loss": True,
@@ -23,6 +29,8 @@ METRICS = {
     "auc_val_loss": True,
     "epochs_to_target": True,
     "train_seconds": True,
+    "test_loss": True,
+    "test_accuracy": False,
 }
 
 
@@ -156,6 +164,8 @@ def run_metrics(run: RunHistory, target: float | None = None) -> dict[str, float
         "auc_val_loss": statistics.fmean(val_losses) if finite == val_losses and finite else None,
         "epochs_to_target": _epochs_to_target(run, target, reached),
         "train_seconds": run.summary.get("train_seconds"),
+        "test_loss": run.summary.get("test_loss"),
+        "test_accuracy": run.summary.get("test_accuracy"),
     }
 
 
@@ -204,50 +214,239 @@ def rank(summaries: list[ConfigSummary], metric: str) -> list[ConfigSummary]:
     return sorted(summaries, key=key)
 
 
-def pairwise(summaries: list[ConfigSummary], metric: str, target: float | None) -> list[dict]:
-    """For each pair: the seeds both completed, how often each won, and paired tests' p-values.
+def pairwise(
+    summaries: list[ConfigSummary],
+    metric: str,
+    target: float | None,
+    baseline: str | None = None,
+) -> list[dict]:
+    """For each pair: the seeds both completed, how often each won, the mean difference A-B
+    with its 95% interval, and the paired tests' p-values, the Wilcoxon one Holm-adjusted over
+    the pairs compared: all k(k-1)/2, or the k-1 against `baseline` (then A is the other
+    config and B the baseline).
 
-    With 3 seeds, Wilcoxon's exact two-sided p is at least 0.25: a few seeds cannot show a
-    difference is real, and the table says so rather than pretending otherwise.
+    An exact two-sided Wilcoxon p is at least 2^(1-n) for n seeds: a few seeds cannot show a
+    difference is real (see `seed_power_note`), and the table says so rather than pretending.
     """
+    by_seed = {s.name: _by_seed(s.runs, metric, target) for s in summaries}
+    if baseline is None:
+        pairs = [(a, b) for i, a in enumerate(summaries) for b in summaries[i + 1 :]]
+    else:
+        (base,) = [s for s in summaries if s.name == baseline]
+        pairs = [(s, base) for s in summaries if s is not base]
+    rows = [_pair_row(a.name, b.name, by_seed, metric) for a, b in pairs]
+    for row, adjusted in zip(rows, holm([row["wilcoxon_p"] for row in rows]), strict=True):
+        row["holm_p"] = adjusted
+    return rows
+
+
+def _pair_row(a: str, b: str, by_seed: dict[str, dict[int, float]], metric: str) -> dict:
     from scipy import stats
 
     lower_is_better = METRICS[metric]
-    by_seed = {s.name: _by_seed(s.runs, metric, target) for s in summaries}
-    rows = []
-    for i, a in enumerate(summaries):
-        for b in summaries[i + 1 :]:
-            seeds = sorted(set(by_seed[a.name]) & set(by_seed[b.name]))
-            xs = [by_seed[a.name][s] for s in seeds]
-            ys = [by_seed[b.name][s] for s in seeds]
-            a_wins = sum(
-                (x < y) if lower_is_better else (x > y) for x, y in zip(xs, ys, strict=True)
-            )
-            b_wins = sum(
-                (y < x) if lower_is_better else (y > x) for x, y in zip(xs, ys, strict=True)
-            )
-            row = {
-                "a": a.name,
-                "b": b.name,
-                "metric": metric,
-                "paired_seeds": len(seeds),
-                "a_wins": a_wins,
-                "b_wins": b_wins,
-                "ties": len(seeds) - a_wins - b_wins,
-                "mean_difference": statistics.fmean(x - y for x, y in zip(xs, ys, strict=True))
-                if seeds
-                else None,
-                "wilcoxon_p": None,
-                "ttest_p": None,
-            }
-            if len(seeds) >= 2 and any(x != y for x, y in zip(xs, ys, strict=True)):
-                row["wilcoxon_p"] = float(stats.wilcoxon(xs, ys).pvalue)
-                # Equal differences in every seed (e.g. "not reached" against a constant)
-                # leave the t-test no variance: scipy warns and says p = 0; say nothing.
-                if len({x - y for x, y in zip(xs, ys, strict=True)}) > 1:
-                    row["ttest_p"] = _finite_or_none(float(stats.ttest_rel(xs, ys).pvalue))
-            rows.append(row)
-    return rows
+    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+    xs, ys = [by_seed[a][s] for s in seeds], [by_seed[b][s] for s in seeds]
+    differences = [x - y for x, y in zip(xs, ys, strict=True)]
+    a_wins = sum((d < 0) if lower_is_better else (d > 0) for d in differences)
+    b_wins = sum((d > 0) if lower_is_better else (d < 0) for d in differences)
+    spread = Estimate.of(differences)
+    row = {
+        "a": a,
+        "b": b,
+        "metric": metric,
+        "paired_seeds": len(seeds),
+        "a_wins": a_wins,
+        "b_wins": b_wins,
+        "ties": len(seeds) - a_wins - b_wins,
+        "better": _favoured(a, b, differences, lower_is_better),
+        "mean_difference": spread.mean,
+        "difference_ci_low": spread.ci_low,
+        "difference_ci_high": spread.ci_high,
+        "wilcoxon_p": None,
+        "holm_p": None,
+        "ttest_p": None,
+    }
+    if not seeds:
+        return row
+    if not any(differences):
+        row["wilcoxon_p"] = 1.0  # the same value in every seed: no evidence of a difference
+        return row
+    row["wilcoxon_p"] = float(stats.wilcoxon(xs, ys).pvalue)
+    # Equal differences in every seed (e.g. "not reached" against a constant) leave the
+    # t-test no variance: scipy warns and says p = 0; say nothing.
+    if len(set(differences)) > 1:
+        row["ttest_p"] = _finite_or_none(float(stats.ttest_rel(xs, ys).pvalue))
+    return row
+
+
+def _favoured(a: str, b: str, differences: list[float], lower_is_better: bool) -> str | None:
+    """The config the signed ranks favour (the side the Wilcoxon test weighs); None if even."""
+    from scipy import stats
+
+    nonzero = [d for d in differences if d]
+    ranks = stats.rankdata([abs(d) for d in nonzero]) if nonzero else []
+    balance = sum(r if d > 0 else -r for d, r in zip(nonzero, ranks, strict=True))
+    if balance == 0:
+        return None
+    return a if (balance < 0) == lower_is_better else b
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment: the i-th smallest of m p-values times (m - i + 1), never
+    below the one before it, at most 1. None (no test) stays None and is not counted in m.
+
+    Plain Holm, not statsmodels' default Holm-Sidak: 1 - (1 - p)^(m - i + 1) is slightly
+    smaller, and the minimum-p arithmetic of `seed_power_note` assumes the plain factor.
+    """
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for order, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - order) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def pair_count(configs: int, baseline: bool) -> int:
+    """How many pairs the Holm adjustment runs over."""
+    return configs - 1 if baseline else configs * (configs - 1) // 2
+
+
+def smallest_p(seeds: int) -> float:
+    """The least two-sided p an exact Wilcoxon signed-rank test can give on `seeds` pairs: all
+    differences of one sign, 2 of the 2^n equally likely sign patterns."""
+    return min(1.0, 2.0 ** (1 - seeds))
+
+
+def seeds_needed(pairs: int, alpha: float = ALPHA) -> int:
+    """The fewest paired seeds with which some pair can reach Holm p < `alpha`."""
+    seeds = 1
+    while pairs * smallest_p(seeds) >= alpha:
+        seeds += 1
+    return seeds
+
+
+def seed_power_note(seeds: int, pairs: int, alpha: float = ALPHA) -> str | None:
+    """Why no verdict can come out significant, when that is decided before any training."""
+    if pairs < 1 or pairs * smallest_p(seeds) < alpha:
+        return None
+    least = min(1.0, pairs * smallest_p(seeds))
+    return (
+        f"with {seeds} paired seed{'s' if seeds != 1 else ''} no pair can reach Holm p < "
+        f"{alpha:g} over {pairs} pair{'s' if pairs != 1 else ''}: the least possible is "
+        f"{pairs} × 2^(1-{seeds}) = {least:.2g}; {seeds_needed(pairs, alpha)} seeds or more "
+        "can tell configs apart"
+    )
+
+
+@dataclass
+class Friedman:
+    """The Friedman test across seeds (blocks) where every config completed, the configs'
+    mean ranks in those seeds (1 = best) and Nemenyi's critical difference (Demsar 2006)."""
+
+    names: list[str]
+    seeds: list[int]
+    statistic: float | None
+    p: float | None
+    mean_ranks: list[float]
+    critical_difference: float | None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "configs": len(self.names),
+            "seeds": len(self.seeds),
+            "seed_list": self.seeds,
+            "statistic": self.statistic,
+            "p": self.p,
+            "mean_ranks": dict(zip(self.names, self.mean_ranks, strict=True)),
+            "critical_difference": self.critical_difference,
+            "alpha": ALPHA,
+        }
+
+
+def friedman(summaries: list[ConfigSummary], metric: str, target: float | None) -> Friedman | None:
+    """For 3 or more configs; None for fewer. With fewer than 2 seeds that every config
+    completed, there is nothing to test: statistic and p are None."""
+    import numpy as np
+    from scipy import stats
+
+    if len(summaries) < 3:
+        return None
+    names = [s.name for s in summaries]
+    by_seed = [_by_seed(s.runs, metric, target) for s in summaries]
+    seeds = sorted(set.intersection(*(set(values) for values in by_seed)))
+    if not seeds:
+        return Friedman(names, [], None, None, [], None)
+    sign = 1 if METRICS[metric] else -1
+    table = np.array([[sign * values[seed] for values in by_seed] for seed in seeds])
+    mean_ranks = stats.rankdata(table, axis=1).mean(axis=0).tolist()
+    statistic = p = critical = None
+    if len(seeds) >= 2:
+        k = len(names)
+        # Tied blocks everywhere leave scipy's tie correction 0/0: no statistic
+        result = stats.friedmanchisquare(*table.T)
+        statistic = _finite_or_none(float(result.statistic))
+        p = _finite_or_none(float(result.pvalue)) if statistic is not None else None
+        q = float(stats.studentized_range.ppf(1 - ALPHA, k, np.inf)) / math.sqrt(2)
+        critical = q * math.sqrt(k * (k + 1) / (6 * len(seeds)))
+    return Friedman(names, seeds, statistic, p, mean_ranks, critical)
+
+
+def verdicts(rows: list[dict], metric: str) -> list[str]:
+    """The pairwise results in words, one line per pair, after a line saying so when too few
+    seeds leave every pair short of significance. Never a ranking by mean alone: a pair is
+    called only by its Holm-adjusted paired test."""
+    lines = []
+    pairs = len([row for row in rows if row["wilcoxon_p"] is not None])
+    seeds = max((row["paired_seeds"] for row in rows), default=0)
+    note = seed_power_note(seeds, pairs) if seeds else None
+    if note:
+        lines.append(note[0].upper() + note[1:])
+    for row in rows:
+        lines.append(verdict(row, metric, pairs))
+    return lines
+
+
+def verdict(row: dict, metric: str, pairs: int) -> str:
+    """One pair in words: who beats whom, in how many seeds, by how much, and how sure."""
+    a, b, n = row["a"], row["b"], row["paired_seeds"]
+    p = row["holm_p"]
+    if p is None:
+        return f"{a} vs {b}: not tested ({n} paired seed{'s' if n != 1 else ''})"
+    if p >= ALPHA:
+        if pairs * smallest_p(n) >= ALPHA:
+            return f"{a} vs {b}: cannot tell with {n} seeds (Holm p = {p:.2g})"
+        return f"{a} vs {b}: no significant difference (Holm p = {p:.2g})"
+    a_better = row["better"] == a
+    winner, loser = (a, b) if a_better else (b, a)
+    wins = row["a_wins"] if a_better else row["b_wins"]
+    sign = 1 if a_better else -1
+    low, high = row["difference_ci_low"], row["difference_ci_high"]
+    # As many decimals as the interval's half-width has before its first significant digit
+    half = (high - low) / 2 if low is not None else None
+    mean = _signed(sign * row["mean_difference"], metric, half)
+    interval = ""
+    if low is not None:
+        low, high = sorted((sign * low, sign * high))
+        interval = f" [{_signed(low, metric, half)}, {_signed(high, metric, half)}]"
+    return f"{winner} beats {loser}: {wins}/{n} seeds, mean {mean}{interval}, Holm p = {p:.2g}"
+
+
+def _signed(value: float, metric: str, half: float | None) -> str:
+    """A difference with a real minus sign, to the interval's first significant digit;
+    accuracies in percentage points."""
+    scale, unit = (100, " pp") if "accuracy" in metric else (1, "")
+    value *= scale
+    if half is None or half <= 0 or not math.isfinite(half):
+        text = f"{value:.2g}"
+    else:
+        text = f"{value:.{max(0, -math.floor(math.log10(half * scale)))}f}"
+    return text.replace("-", "\u2212") + unit
+
+
+def differs(row: dict | None) -> bool:
+    """Whether a pairwise row's Holm-adjusted paired test tells its configs apart."""
+    return row is not None and row["holm_p"] is not None and row["holm_p"] < ALPHA
 
 
 def _by_seed(runs: list[RunHistory], metric: str, target: float | None) -> dict[int, float]:

@@ -462,3 +462,72 @@ def test_equal_differences_in_every_seed_give_no_t_test(recwarn):
     assert pair["mean_difference"] == -2 and pair["ttest_p"] is None
     assert pair["wilcoxon_p"] == pytest.approx(0.25)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_three_configs_get_friedman_holm_verdicts_and_ranks_png(tmp_path):
+    third = tiny(name="exp", epochs=3, scheduler={"name": "ExponentialLR", "gamma": 0.5})
+    paths = write_pair(tmp_path, third)
+    result = run_compare(tmp_path / "runs", *paths, "--seed-list", "0,1", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    # before training, and again in the verdicts: 2 seeds cannot make any of 3 pairs significant
+    assert "warning: with 2 paired seeds no pair can reach Holm p < 0.05 over 3 pairs" in (
+        " ".join(result.stderr.split())
+    )
+    output = " ".join(result.stdout.split())
+    assert "Friedman test, 3 configs x 2 seeds" in output
+    assert "With 2 paired seeds no pair can reach Holm p < 0.05" in output
+    assert "cannot tell with 2 seeds" in output
+    (out,) = (tmp_path / "runs").glob("*-compare")
+    assert (out / "ranks.png").is_file()
+    rows = list(csv.DictReader((out / "pairwise.csv").open()))
+    assert len(rows) == 3
+    assert {"wilcoxon_p", "holm_p", "ttest_p", "difference_ci_low", "better"} <= set(rows[0])
+    document = json.loads((out / "summary.json").read_text())
+    assert document["friedman"]["configs"] == 3 and document["friedman"]["seeds"] == 2
+    assert document["verdicts"][0].startswith("With 2 paired seeds")
+    assert document["baseline"] is None and "wilcoxon" in document["paired_test"]
+
+
+def test_a_baseline_tests_k_minus_1_pairs(tmp_path):
+    third = tiny(name="exp", epochs=3, scheduler={"name": "ExponentialLR", "gamma": 0.5})
+    paths = write_pair(tmp_path, third)
+    result = run_compare(
+        tmp_path / "runs", *paths, "--seeds", "1", "--jobs", "1", "--baseline", "step"
+    )
+    assert result.exit_code == 0, result.output
+    (out,) = (tmp_path / "runs").glob("*-compare")
+    pairs = [(r["a"], r["b"]) for r in csv.DictReader((out / "pairwise.csv").open())]
+    assert sorted(pairs) == [("cosine", "step"), ("exp", "step")]
+    assert "over 2 pairs" in " ".join(result.stderr.split())
+    assert "from the baseline step (◆)" in result.stdout
+
+
+def test_a_baseline_that_names_no_config_exits_2_before_training(tmp_path):
+    result = run_compare(tmp_path / "runs", *write_pair(tmp_path), "--baseline", "cosin")
+    assert result.exit_code == 2, result.output
+    assert "--baseline 'cosin' names no config compared; choose one of: step, cosine" in (
+        " ".join(result.stderr.split())
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_default_is_ten_seeds():
+    assert compare.DEFAULT_SEEDS == tuple(range(10))
+    result = cli.invoke(app, ["compare", "--help"])
+    assert "default 10" in result.stdout
+
+
+def test_enough_seeds_give_no_warning_and_a_verdict_that_names_the_winner():
+    finals = {"a": [0.1 + 0.01 * i for i in range(10)], "b": [0.2 + 0.013 * i for i in range(10)]}
+    groups = {
+        name: [history([1.0, v], seed, name) for seed, v in enumerate(values)]
+        for name, values in finals.items()
+    }
+    summaries = stats.rank(stats.summarize(groups, None), "final_val_loss")
+    rows = stats.pairwise(summaries, "final_val_loss", None)
+    assert stats.verdicts(rows, "final_val_loss") == [
+        "a beats b: 10/10 seeds, mean −0.114 [−0.120, −0.107], Holm p = 0.002"
+    ]
+    inputs = compare.Inputs(configs=[validate(STEP), validate(COSINE)])
+    assert compare.seed_power_note(inputs, list(range(6)), None) is None
+    assert "5 paired seeds" in compare.seed_power_note(inputs, list(range(5)), None)

@@ -14,7 +14,7 @@ from lrsched_cli.cli import app
 
 cli = CliRunner()
 # The columns that hold text; every other column of every CSV file must be numeric.
-TEXT_COLUMNS = {"name", "scheduler", "seed_list", "lr_event", "a", "b", "metric"}
+TEXT_COLUMNS = {"name", "scheduler", "seed_list", "lr_event", "a", "b", "better", "metric"}
 WRITTEN = {"metrics.csv", "steps.csv", "summary.csv", "pairwise.csv"}
 
 

@@ -54,7 +54,10 @@ def pairwise_row(a: str, b: str) -> dict:
         "a_wins": 7,
         "b_wins": 3,
         "mean_difference": -0.001234567,
+        "difference_ci_low": -0.002345678,
+        "difference_ci_high": -0.000123456,
         "wilcoxon_p": 0.0419921875,
+        "holm_p": 0.0419921875,
         "ttest_p": 0.000123456,
     }
 
@@ -113,7 +116,8 @@ def test_pairwise_numbers_are_never_cut_in_an_80_column_terminal():
     row = pairwise_row("cosine-annealing-warm-restarts", "exponential")
     output = render(report.render_pairwise([row]), width=80)
     assert "…" not in output
-    assert all(cell in output for cell in ("7-3", "-0.001235", "0.042", "0.000123"))
+    assert all(cell in output for cell in ("7-3", "-0.0012", "-0.0023, -0.00012", "0.042"))
+    assert "on 10 paired seeds" in output  # the same for every pair: said once
 
 
 def shown_rows(text: str) -> list[str]:
@@ -261,7 +265,7 @@ def test_pairwise_names_never_wrap_a_character_per_line(width):
         assert ["".join(lines) for lines in column_cells(text, 1, 2)] == [SWEEP[1], "exponential"]
     name_lines = [line for lines in column_cells(text, 0, 0) for line in lines]
     assert min(len(line) for line in name_lines if line != "vs") >= 3
-    for number in ("-0.001235", "0.042", "0.000123", "7-3"):
+    for number in ("-0.0012", "0.042", "-0.0023,", "-0.00012", "7-3"):
         assert text.count(number) == 2
 
 
