@@ -4,6 +4,7 @@ defaults and a one-line description (torch's own signatures and docstrings for t
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 
 from lrsched_cli import registry, schedule_kinds
@@ -46,6 +47,10 @@ def _scheduler_entry(name: str, target) -> Entry:
     entry = _entry(name, target)
     spec = schedule_kinds.kind(name)
     parameters = entry.parameters.replace("lr_lambda", "lr_lambda (an expression in epoch)")
+    if spec.length_key:  # filled in from the run unless the config gives it
+        parameters = re.sub(
+            rf"\b{spec.length_key}(=None)?(?=,|$)", f"{spec.length_key}=(from the run)", parameters
+        )
     if spec.composite:
         parameters = ", ".join(p for p in ("schedulers: [blocks]", parameters) if p)
     notes = {"step": "; stepped per optimizer step", "epoch": ""}[spec.interval]

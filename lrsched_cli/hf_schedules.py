@@ -221,8 +221,9 @@ def hf_cosine(
 def hf_cosine_with_restarts(
     optimizer, *, num_warmup_steps: int = 0, num_training_steps: int, num_cycles: int = 1
 ) -> LambdaLR:
-    """Linear warmup from 0, then num_cycles cosines to 0, each restarting at the peak
-    (transformers' get_cosine_with_hard_restarts_schedule_with_warmup)."""
+    """Linear warmup from 0, then num_cycles cosines to 0, each restarting at the peak.
+
+    transformers' get_cosine_with_hard_restarts_schedule_with_warmup."""
     return _lambda_lr(
         optimizer,
         partial(
@@ -242,8 +243,9 @@ def hf_polynomial(
     lr_end: float = 1e-7,
     power: float = 1.0,
 ) -> LambdaLR:
-    """Linear warmup from 0, then a polynomial decay to lr_end (transformers'
-    get_polynomial_decay_schedule_with_warmup)."""
+    """Linear warmup from 0, then a polynomial decay to lr_end.
+
+    transformers' get_polynomial_decay_schedule_with_warmup."""
     _below_lr(optimizer, "lr_end", lr_end)
     if num_warmup_steps >= num_training_steps:
         where = "scheduler.num_warmup_steps"
@@ -286,8 +288,9 @@ def hf_cosine_with_min_lr(
     min_lr: float | None = None,
     min_lr_rate: float | None = None,
 ) -> LambdaLR:
-    """Linear warmup from 0, then a cosine to min_lr, or min_lr_rate x the peak (transformers'
-    get_cosine_with_min_lr_schedule_with_warmup)."""
+    """Linear warmup from 0, then a cosine to min_lr or min_lr_rate x the peak.
+
+    transformers' get_cosine_with_min_lr_schedule_with_warmup."""
     return _lambda_lr(
         optimizer,
         partial(
@@ -310,9 +313,11 @@ def hf_cosine_warmup_with_min_lr(
     min_lr_rate: float | None = None,
     warmup_lr_rate: float | None = None,
 ) -> LambdaLR:
-    """Linear warmup from warmup_lr_rate x the peak (default 1 / num_warmup_steps), then a
-    cosine to min_lr, or min_lr_rate x the peak (transformers'
-    get_cosine_with_min_lr_schedule_with_warmup_lr_rate)."""
+    """Warmup from warmup_lr_rate x the peak, then a cosine to min_lr or min_lr_rate x the peak.
+
+    transformers' get_cosine_with_min_lr_schedule_with_warmup_lr_rate; warmup_lr_rate
+    defaults to 1 / num_warmup_steps, and the warmup's and the cosine's steps are counted
+    from 1."""
     return _lambda_lr(
         optimizer,
         partial(
@@ -338,8 +343,8 @@ def hf_warmup_stable_decay(
     min_lr_ratio: float = 0,
     num_cycles: float = 0.5,
 ) -> LambdaLR:
-    """Warmup from min_lr_ratio x the peak, stable at the peak, then a decay to min_lr_ratio x
-    the peak (transformers' get_wsd_schedule)."""
+    """Warmup, the peak held, then a decay to min_lr_ratio x the peak (transformers'
+    get_wsd_schedule); the warmup starts at min_lr_ratio x the peak."""
     if num_stable_steps is None:
         num_stable_steps = num_training_steps - num_warmup_steps - num_decay_steps
         if num_stable_steps < 0:
@@ -446,8 +451,11 @@ def wsd(
     min_lr_ratio: float = 0.0,
     total_steps: int,
 ) -> LambdaLR:
-    """Warmup from 0, stable at the peak, then a decay over the run's last decay_fraction to
-    min_lr_ratio x the peak; the decay's shape as in transformers' get_wsd_schedule."""
+    """Warmup from 0, the peak held, then a decay over the run's last decay_fraction to
+    min_lr_ratio x the peak.
+
+    The decay's shapes are transformers' get_wsd_schedule's; the phases are fractions of
+    total_steps (or warmup_steps), see wsd_phases."""
     phases = wsd_phases(
         {
             "warmup_fraction": warmup_fraction,

@@ -157,7 +157,10 @@ def lint(plan: Plan) -> list[str]:
             f"scheduler.warmup: the warmup lasts {length} {plan.units}, the whole run is "
             f"{plan.run_length}: the scheduler after it never runs; shorten the warmup"
         )
-    if plan.epoch_lrs and plan.epoch_lrs[0] == 0:
+    # A warmup from 0 per optimizer step (transformers' schedules) trains only its first step
+    # at lr 0; a whole epoch at lr 0 is the pitfall.
+    first_epoch = plan.step_lrs[: plan.steps_per_epoch]
+    if first_epoch and not any(first_epoch):
         warnings.append(
             "epoch 1 trains at lr 0: the scheduler sets the lr when it is built "
             "(LambdaLR with epoch / 10 gives 0 at epoch 0); start above 0, e.g. "

@@ -256,6 +256,20 @@ def test_wsd_by_epoch(tmp_path):
     assert [e for i, e in enumerate(events) if i not in (2, 8)] == [None] * 8
 
 
+@pytest.mark.parametrize("name", [*CASES, "wsd"])
+def test_plan_equals_run(name, tmp_path):
+    from lrsched_cli import runner
+    from lrsched_cli.config import validate
+
+    given = CASES[name][0] if name in CASES else {"warmup_fraction": 0.1, "decay_type": "linear"}
+    config = tiny(epochs=EPOCHS, scheduler={"name": name, **given})
+    plan = runner.plan_experiment(validate(config))
+    history = train(config, tmp_path)
+    assert plan.stepped_lrs == [row["lr"] for row in history.steps]
+    # A warmup from 0 per step trains one step at lr 0, not the first epoch.
+    assert not [w for w in plan.warnings if "epoch 1 trains at lr 0" in w]
+
+
 def test_resolved_config_names_every_argument(tmp_path):
     config = tiny(
         epochs=EPOCHS,
