@@ -1,0 +1,225 @@
+"""compare --executor ray, on one local Ray started once for the whole test run.
+
+Its workers get a TMPDIR of their own, as machines without a shared filesystem would: a run they
+train is found there while it trains, and reaches the comparison only as the bytes a task returns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny, write_config
+from lrsched_cli import compare, store
+from lrsched_cli.cli import app
+
+STARTUP = 60.0  # seconds for a Ray worker's torch import and first epochs, on a busy box
+
+
+@pytest.fixture(scope="session")
+def ray_scratch(tmp_path_factory):
+    """A local Ray with 2 CPUs for the session; yields the workers' temporary directory."""
+    ray = pytest.importorskip("ray")
+    scratch = tmp_path_factory.mktemp("ray-workers")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"TMPDIR": str(scratch)}},
+    )
+    yield scratch
+    ray.shutdown()
+
+
+def write_pair(directory: Path, epochs: int = 4) -> list[str]:
+    step = tiny(name="step", epochs=epochs)
+    cosine = tiny(name="cosine", epochs=epochs, scheduler={"name": "CosineAnnealingLR", "T_max": 4})
+    return [
+        str(write_config(directory, step, "step.yaml")),
+        str(write_config(directory, cosine, "cosine.yaml")),
+    ]
+
+
+def compare_dir(runs: Path) -> Path:
+    (out,) = runs.glob("*-compare")
+    return out
+
+
+def run_files(out: Path) -> dict[str, dict[str, object]]:
+    """Per run (config and seed): its metrics without `seconds`, steps, config and file names."""
+    found = {}
+    for path in sorted((out / "runs").iterdir()):
+        rows = list(csv.DictReader((path / store.METRICS_FILE).open()))
+        for row in rows:
+            row.pop("seconds")
+        summary = json.loads((path / store.SUMMARY_FILE).read_text())
+        found[f"{summary['name']}-{summary['seed']}"] = {
+            "metrics": rows,
+            "steps": (path / store.STEPS_FILE).read_text(),
+            "config": (path / store.CONFIG_FILE).read_text(),
+            "files": sorted(p.name for p in path.iterdir()),
+            "status": summary["status"],
+        }
+    return found
+
+
+def test_ray_runs_equal_the_local_pools(ray_scratch, tmp_path):
+    paths = write_pair(tmp_path)
+    before = set(ray_scratch.glob("lrsched-*"))
+    outs = {}
+    for executor in ("local", "ray"):
+        runs = tmp_path / executor
+        result = CliRunner().invoke(
+            app,
+            ["compare", *paths, "--seeds", "2", "--jobs", "2", "--executor", executor,
+             "--runs-dir", str(runs)],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert result.output.count("completed ") == 4  # a progress line per run, as locally
+        outs[executor] = run_files(compare_dir(runs))
+    assert len(outs["ray"]) == 4
+    assert outs["ray"] == outs["local"]  # bitwise, apart from `seconds`
+    assert "checkpoint.pt" in outs["ray"]["step-0"]["files"]
+    assert set(ray_scratch.glob("lrsched-*")) == before, "a run stayed behind on a worker"
+
+
+MODEL_THAT_BREAKS_IN_TRAINING = """\
+import torch
+
+
+class Breaks(torch.nn.Linear):
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError("broke while training")
+        return super().forward(x)
+
+
+def build(input_shape, n_outputs):
+    return Breaks(input_shape[0], n_outputs)
+"""
+
+
+def test_a_task_that_raises_fails_its_run_only(ray_scratch, tmp_path):
+    from lrsched_cli import ray_executor
+
+    with ray_executor.pool()(2, False) as executor:  # an exception that leaves the task
+        assert isinstance(executor.submit(int, "x").exception(timeout=STARTUP), ValueError)
+    (tmp_path / "brittle.py").write_text(MODEL_THAT_BREAKS_IN_TRAINING)
+    broken = tiny(name="broken", epochs=2, model={"name": f"{tmp_path / 'brittle.py'}:build"})
+    paths = [write_pair(tmp_path, 2)[0], str(write_config(tmp_path, broken, "broken.yaml"))]
+    inputs = compare.collect_inputs(paths)
+    out = tmp_path / "out"
+    comparison = compare.compare(inputs, [0], out, 2, "final_val_loss", pool=ray_executor.pool())
+    runs = {result.name: result for result in comparison.results}
+    assert runs["step"].status == "completed"
+    assert runs["broken"].status == "failed"
+    assert "broke while training" in runs["broken"].error
+    assert Path(runs["broken"].path).parent == out / "runs"  # its files came back too
+    assert str(ray_scratch) not in runs["broken"].error
+
+
+def test_a_killed_worker_fails_its_own_run_and_the_comparison_completes(ray_scratch, tmp_path):
+    from lrsched_cli import ray_executor
+
+    victim = write_config(tmp_path, tiny(name="victim", epochs=100_000), "victim.yaml")
+    paths = [write_pair(tmp_path)[0], str(victim)]
+    killed: list[int] = []
+
+    def kill_the_victim() -> None:
+        deadline = time.monotonic() + STARTUP
+        while time.monotonic() < deadline and not killed:
+            for path in ray_scratch.glob(f"lrsched-*/*victim*/{store.SUMMARY_FILE}"):
+                metrics = path.with_name(store.METRICS_FILE)
+                if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+                    killed.append(json.loads(path.read_text())["pid"])
+                    os.kill(killed[0], signal.SIGKILL)  # as the OOM killer would
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_the_victim)
+    killer.start()
+    comparison = compare.compare(
+        compare.collect_inputs(paths), [0], tmp_path / "out", 2, "final_val_loss",
+        pool=ray_executor.pool(),
+    )  # fmt: skip
+    killer.join()
+    assert killed, "the victim never trained in a worker's temporary directory"
+    runs = {result.name: result for result in comparison.results}
+    assert runs["step"].status == "completed"
+    assert runs["victim"].status == "failed"
+    assert "Ray lost the task (WorkerCrashedError)" in runs["victim"].error
+    document = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sorted(run["status"] for run in document["runs"]) == ["completed", "failed"]
+
+
+def test_a_run_of_1000_epochs_comes_back_whole(ray_scratch, tmp_path):
+    from lrsched_cli import ray_executor
+
+    config = tiny(
+        name="long", epochs=1000, data={"name": "moons", "n_samples": 40, "batch_size": 16}
+    )
+    from lrsched_cli.config import validate
+
+    (job,) = compare.plan_jobs([validate(config)], [3])
+    before = set(ray_scratch.glob("lrsched-*"))
+    results = compare.execute([job], tmp_path / "runs", 1, pool=ray_executor.pool())
+    (result,) = results
+    assert result.status == "completed", result.error
+    run = store.read_run(Path(result.path))
+    assert len(run.epochs) == 1000 and run.epochs[-1]["epoch"] == 1000
+    assert len(run.steps) == 1000 * 2  # 24 training samples in batches of 16
+    assert run.summary["status"] == "completed" and run.summary["seed"] == 3
+    files = {p.name for p in Path(result.path).iterdir()}
+    assert files == {".lock", "config.yaml", "metrics.csv", "steps.csv", "summary.json", "checkpoint.pt"}
+    import torch
+
+    state = torch.load(Path(result.path) / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1000
+    assert set(ray_scratch.glob("lrsched-*")) == before, "a run stayed behind on a worker"
+
+
+HIDE_RAY = (
+    "import sys\n"
+    "sys.modules['ray'] = None\n"  # an import of ray now fails, as where it is not installed
+    "from lrsched_cli.cli import app\n"
+    "app(sys.argv[1:], prog_name='lrsched')\n"
+)
+
+
+def test_without_ray_the_executor_names_the_extra_and_exits_2(tmp_path):
+    config = write_config(tmp_path, tiny())
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-c", HIDE_RAY, "compare", str(config), "--executor", "ray"]
+    result = subprocess.run([*command, "--runs-dir", str(runs)], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'lrsched[ray]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not runs.exists()
+
+
+def test_an_unreachable_address_exits_2_within_seconds(tmp_path):
+    pytest.importorskip("ray")
+    config = write_config(tmp_path, tiny())
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "lrsched_cli", "compare", str(config), "--executor", "ray",
+             "--address", address, "--runs-dir", str(tmp_path / "runs")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert f"--address {address}: no Ray head node answers" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert time.monotonic() - started < 30
