@@ -265,6 +265,7 @@ def test_help_and_plot_never_import_torch(tmp_path):
         "    except SystemExit as exit:\n"
         "        assert exit.code == 0, (argv, exit.code)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code, str(run_dir)], check=True, capture_output=True)
 
