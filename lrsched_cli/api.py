@@ -107,7 +107,7 @@ def run(
 def compare(
     configs: Iterable[ConfigLike],
     *,
-    seeds: int | Iterable[int] = 3,
+    seeds: int | Iterable[int] | None = None,
     runs_dir: str | os.PathLike = "runs",
     jobs: int = 1,
     metric: str = "final_val_loss",
@@ -120,7 +120,8 @@ def compare(
     """Run each config over paired seeds and rank them, as `lrsched compare` does, into a new
     `compare-*` directory under `runs_dir`. Each of `configs` is a YAML path (a `sweep:` block
     expands), a folder of configs, a finished run directory, a dict or an ExperimentConfig.
-    `seeds` is a count (seeds 0..N-1) or the seeds themselves; `jobs` is worker processes;
+    `seeds` is a count (seeds 0..N-1) or the seeds themselves, by default those `lrsched
+    compare` uses (0..9); `jobs` is worker processes;
     `target` is the val loss that `metric="epochs_to_target"` counts epochs to.
 
     Example:
@@ -151,6 +152,8 @@ def compare(
     if not found.configs and not found.runs:
         raise ConfigError("nothing to compare: give configs or run directories")
     warnings = comparing.check_comparable(found, force)
+    if seeds is None:
+        seeds = comparing.DEFAULT_SEEDS
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
         raise ConfigError(f"seeds: expected distinct seeds >= 0 (got {seed_list})")
