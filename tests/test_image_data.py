@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny, write_config
 from image_files import (
     cifar_archive,
     cifar_batch,
@@ -21,9 +24,6 @@ from image_files import (
     write_cifar,
     write_mnist,
 )
-from typer.testing import CliRunner
-
-from conftest import tiny, write_config
 from lrsched_cli import image_data, runner
 from lrsched_cli.cli import app
 from lrsched_cli.config import ConfigError, validate

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_recovery import InterruptAt, without_time
 from typer.testing import CliRunner
 
 from conftest import tiny, train, write_config
 from lrsched_cli import runner, store
 from lrsched_cli.cli import app
 from lrsched_cli.config import validate
+from test_recovery import InterruptAt, without_time
 
 cli = CliRunner()
 CONFIG = tiny(epochs=8, checkpoint_every=2)

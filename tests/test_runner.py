@@ -6,9 +6,9 @@ import csv
 
 import pytest
 import torch
-from image_files import write_image_set
 
 from conftest import tiny, train
+from image_files import write_image_set
 from lrsched_cli import runner
 from lrsched_cli.config import ConfigError, validate
 from lrsched_cli.data import DATASETS
