@@ -311,6 +311,7 @@ def render_comparison(
     table.add_column("runs", justify="right")
     reference = baseline or (summaries[0].name if summaries else None)
     pairs = {frozenset((row["a"], row["b"])): row for row in pairwise}
+    marked = False
     for index, summary in enumerate(summaries):
         estimate = summary.metrics[metric]
         mark = "★" if index == 0 and estimate.mean is not None else ""
@@ -318,7 +319,7 @@ def render_comparison(
             mark += "◆"
         elif pairwise and summary.name != reference and estimate.mean is not None:
             if not differs(pairs.get(frozenset((summary.name, reference)))):
-                mark += "≈"
+                mark, marked = mark + "≈", True
         cells = [format_estimate(summary.metrics[column], column) for column in columns]
         table.add_row(
             mark + ("⚠" if summary.warnings else ""),
@@ -329,7 +330,7 @@ def render_comparison(
             style="bold green" if index == 0 and estimate.mean is not None else None,
         )
     notes = _comparison_notes(summaries)
-    if pairwise and len(summaries) > 1:
+    if marked:
         against = f"the baseline {printable(baseline)} (◆)" if baseline else "the best (★)"
         notes.insert(
             0,
@@ -345,15 +346,11 @@ def render_friedman(result: Friedman) -> Text:
     """The Friedman test's line: whether the configs differ at all, over the seeds that every
     config completed."""
     k, n = len(result.names), len(result.seeds)
-    head = f"Friedman test, {k} configs x {n} seed{'s' if n != 1 else ''}"
+    head = f"Friedman test, {k} configs × {n} seed{'s' if n != 1 else ''}"
     if result.p is None:
         return Text(f"{head}: not computed (it needs 2 or more seeds every config completed)")
-    finding = (
-        "the configs differ"
-        if result.p < ALPHA
-        else "no evidence that any config differs from the others"
-    )
-    return Text(f"{head}: chi² = {result.statistic:.3g}, p = {result.p:.2g}: {finding}")
+    finding = "they differ" if result.p < ALPHA else "no evidence that they differ"
+    return Text(f"{head}: χ² = {result.statistic:.3g}, p = {result.p:.2g}: {finding}")
 
 
 def render_verdicts(lines: list[str]) -> Group:

@@ -422,25 +422,30 @@ def verdict(row: dict, metric: str, pairs: int) -> str:
     wins = row["a_wins"] if a_better else row["b_wins"]
     sign = 1 if a_better else -1
     low, high = row["difference_ci_low"], row["difference_ci_high"]
-    # As many decimals as the interval's half-width has before its first significant digit
-    half = (high - low) / 2 if low is not None else None
-    mean = _signed(sign * row["mean_difference"], metric, half)
-    interval = ""
+    mean, interval = sign * row["mean_difference"], ""
     if low is not None:
         low, high = sorted((sign * low, sign * high))
-        interval = f" [{_signed(low, metric, half)}, {_signed(high, metric, half)}]"
+        places = _decimals(mean, low, high, metric)
+        mean = _signed(mean, metric, places)
+        interval = f" [{_signed(low, metric, places)}, {_signed(high, metric, places)}]"
+    else:
+        mean = _signed(mean, metric, None)
     return f"{winner} beats {loser}: {wins}/{n} seeds, mean {mean}{interval}, Holm p = {p:.2g}"
 
 
-def _signed(value: float, metric: str, half: float | None) -> str:
-    """A difference with a real minus sign, to the interval's first significant digit;
-    accuracies in percentage points."""
+def _decimals(mean: float, low: float, high: float, metric: str) -> int:
+    """Decimals to the interval's half-width's first significant digit, or more where a
+    number would otherwise show none of its own (-0.003 as -0.00)."""
+    scale = 100 if "accuracy" in metric else 1
+    magnitudes = [abs(v) * scale for v in (mean, low, high) if v] + [(high - low) / 2 * scale]
+    finite = [m for m in magnitudes if m > 0 and math.isfinite(m)]
+    return min(6, max(0, *(-math.floor(math.log10(m)) for m in finite))) if finite else 2
+
+
+def _signed(value: float, metric: str, places: int | None) -> str:
+    """A difference with a real minus sign; accuracies in percentage points."""
     scale, unit = (100, " pp") if "accuracy" in metric else (1, "")
-    value *= scale
-    if half is None or half <= 0 or not math.isfinite(half):
-        text = f"{value:.2g}"
-    else:
-        text = f"{value:.{max(0, -math.floor(math.log10(half * scale)))}f}"
+    text = f"{value * scale:.2g}" if places is None else f"{value * scale:.{places}f}"
     return text.replace("-", "\u2212") + unit
 
 

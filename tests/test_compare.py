@@ -474,7 +474,7 @@ def test_three_configs_get_friedman_holm_verdicts_and_ranks_png(tmp_path):
         " ".join(result.stderr.split())
     )
     output = " ".join(result.stdout.split())
-    assert "Friedman test, 3 configs x 2 seeds" in output
+    assert "Friedman test, 3 configs × 2 seeds" in output
     assert "With 2 paired seeds no pair can reach Holm p < 0.05" in output
     assert "cannot tell with 2 seeds" in output
     (out,) = (tmp_path / "runs").glob("*-compare")
