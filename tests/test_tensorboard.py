@@ -133,6 +133,7 @@ def write_run(directory: Path, name: str, seed: int, losses: list[float]) -> Pat
     ]
     (directory / "steps.csv").write_text("\n".join(steps) + "\n")
     summary = {"status": "completed", "name": name, "seed": seed, "started_unix": 1.7e9}
+    summary["test_loss"] = losses[-1] + 0.01
     (directory / "summary.json").write_text(json.dumps(summary))
     return directory
 
@@ -169,6 +170,7 @@ def test_export_from_files_alone_never_imports_torch(tmp_path):
     ]
     assert scalars(events, "lr/group1") == [(e, pytest.approx(0.01 / e)) for e in (1, 2, 3)]
     assert [step for step, _ in scalars(events, "lr_by_step/group0")] == [1, 2, 3, 4, 5, 6]
+    assert scalars(events, "test/loss") == [(3, pytest.approx(1.26))]  # at the last epoch
     assert "accuracy/val" in events.Tags()["scalars"]
     assert "momentum/group0" not in events.Tags()["scalars"]  # not cycled: no column
 
