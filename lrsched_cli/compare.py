@@ -133,7 +133,10 @@ def seed_power_note(inputs: Inputs, seeds: list[int], baseline: str | None) -> s
 def check_comparable(inputs: Inputs, force: bool) -> list[str]:
     """Runs on different data cannot be compared; say so (an error unless `force`)."""
     datasets = [(cfg.name, cfg.data.model_dump(exclude_none=True)) for cfg in inputs.configs]
-    datasets += [(run.name, dict(run.config.get("data", {}))) for run in inputs.runs]
+    # A run saved before there was a test split held none out: test_fraction 0, not missing
+    datasets += [
+        (run.name, {"test_fraction": 0.0, **run.config.get("data", {})}) for run in inputs.runs
+    ]
     problems = store.data_differences(datasets)
     if problems and not force:
         raise ConfigError(

@@ -316,6 +316,8 @@ def resume_experiment(
         history = store.read_run(run_dir)
         _check_resumable(run_dir, history, epochs)
         cfg = load_config(run_dir / store.CONFIG_FILE, epochs=epochs)
+        if "test_fraction" not in history.config.get("data", {}):  # saved before test splits
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test_fraction": 0})})
         if epochs is not None:  # the saved config is resolved: its schedule is as it ran
             check_extensible(cfg.scheduler, epochs)
         experiment = prepare(cfg)

@@ -151,3 +151,32 @@ def test_splits_that_leave_nothing_to_train_on_exit_2_before_training(tmp_path, 
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.stderr.split()), result.stderr
         assert not list((tmp_path / "runs").rglob("metrics.csv"))
+
+
+def old_run(tmp_path):
+    """A finished run as versions before the test split saved it: no data.test_fraction."""
+    import yaml
+
+    data = {"name": "moons", "n_samples": 100, "batch_size": 16, "test_fraction": 0}
+    result = runner.run_experiment(validate(tiny(epochs=2, data=data)), tmp_path / "old")
+    saved = yaml.safe_load((result.path / "config.yaml").read_text())
+    del saved["data"]["test_fraction"]
+    (result.path / "config.yaml").write_text(yaml.safe_dump(saved))
+    return result.path
+
+
+def test_a_run_saved_before_test_splits_resumes_on_its_own_rows(tmp_path):
+    path = old_run(tmp_path)
+    result = cli.invoke(app, ["run", "--resume", str(path), "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    document = json.loads((path / "summary.json").read_text())
+    assert document["epochs_done"] == 3 and "test_loss" not in document
+    assert "test_fraction: 0" in (path / "config.yaml").read_text()
+
+
+def test_a_run_saved_before_test_splits_is_other_data_for_compare(tmp_path):
+    path = old_run(tmp_path)
+    config = write_config(tmp_path, tiny(name="new", epochs=2))
+    result = cli.invoke(app, ["compare", str(path), str(config), "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "test_fraction differ" in " ".join(result.stderr.split())
