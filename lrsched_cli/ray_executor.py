@@ -364,14 +364,14 @@ def _call(fn: Callable, args: tuple, kwargs: dict) -> Any:
 
 def _pack(path: str | None, scratch: str) -> dict[str, Any] | None:
     """The run directory's files (config.yaml, metrics.csv, steps.csv, summary.json, the
-    checkpoint, any plots), without its lock and half-written temporaries."""
+    checkpoint, any plots, the empty lock file), without half-written temporaries."""
     if path is None:
         return None
     root = Path(path)
     files = {
         str(file.relative_to(root)): file.read_bytes()
         for file in sorted(root.rglob("*"))
-        if file.is_file() and not file.name.startswith(".")
+        if file.is_file() and not (file.name.startswith(".") and file.name.endswith(".tmp"))
     }
     return {"name": root.name, "scratch": scratch, "files": files}
 
