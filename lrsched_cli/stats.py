@@ -358,7 +358,9 @@ class Friedman:
             "seed_list": self.seeds,
             "statistic": self.statistic,
             "p": self.p,
-            "mean_ranks": dict(zip(self.names, self.mean_ranks, strict=True)),
+            "mean_ranks": dict(zip(self.names, self.mean_ranks, strict=True))
+            if self.mean_ranks
+            else {},
             "critical_difference": self.critical_difference,
             "alpha": ALPHA,
         }
@@ -370,10 +372,13 @@ def friedman(summaries: list[ConfigSummary], metric: str, target: float | None) 
     import numpy as np
     from scipy import stats
 
-    if len(summaries) < 3:
+    # A config with no completed run has no rank to give: it is left out, not a zero.
+    ranked = [(s.name, _by_seed(s.runs, metric, target)) for s in summaries]
+    ranked = [(name, values) for name, values in ranked if values]
+    if len(ranked) < 3:
         return None
-    names = [s.name for s in summaries]
-    by_seed = [_by_seed(s.runs, metric, target) for s in summaries]
+    names = [name for name, _ in ranked]
+    by_seed = [values for _, values in ranked]
     seeds = sorted(set.intersection(*(set(values) for values in by_seed)))
     if not seeds:
         return Friedman(names, [], None, None, [], None)

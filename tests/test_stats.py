@@ -61,6 +61,18 @@ def test_friedman_matches_hand_computed_values():
     assert result.critical_difference == pytest.approx(2.343 * math.sqrt(12 / 24), abs=1e-3)
 
 
+def test_friedman_leaves_out_a_config_with_no_completed_run():
+    finals = {"a": [0.1, 0.2], "b": [0.2, 0.3], "c": [0.3, 0.1], "broken": [0.5, 0.5]}
+    summaries = summaries_of(finals)
+    broken = next(s for s in summaries if s.name == "broken")
+    broken.runs = [history(0.5, seed, "broken", status="failed") for seed in (0, 1)]
+    result = stats.friedman(summaries, "final_val_loss", None)
+    assert sorted(result.names) == ["a", "b", "c"] and result.seeds == [0, 1]
+    assert set(result.row()["mean_ranks"]) == {"a", "b", "c"}
+    broken_too = [s for s in summaries if s.name in ("a", "broken")]
+    assert stats.friedman(broken_too, "final_val_loss", None) is None
+
+
 def test_friedman_ranks_accuracy_highest_first_and_needs_three_configs():
     groups = {
         name: [
