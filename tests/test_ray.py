@@ -95,6 +95,62 @@ def test_ray_runs_equal_the_local_pools(ray_scratch, tmp_path):
     assert set(ray_scratch.glob("lrsched-*")) == before, "a run stayed behind on a worker"
 
 
+
+def test_with_storage_the_workers_write_the_comparison_there(ray_scratch, tmp_path):
+    paths = write_pair(tmp_path)
+    local, shared = tmp_path / "local", tmp_path / "shared"
+    for extra in (["--runs-dir", str(local)], ["--executor", "ray", "--storage", str(shared)]):
+        result = CliRunner().invoke(app, ["compare", *paths, "--seeds", "2", "--jobs", "2", *extra])
+        assert result.exit_code == 0, result.output
+    out = compare_dir(shared)  # --storage replaces --runs-dir: the comparison lives in DIR
+    assert run_files(out) == run_files(compare_dir(local))
+    document = json.loads((out / "summary.json").read_text())
+    assert {Path(run["path"]).parent for run in document["runs"]} == {out / "runs"}
+
+
+def test_with_storage_a_killed_worker_leaves_its_run_marked_failed(ray_scratch, tmp_path):
+    from lrsched_cli import ray_executor
+
+    victim = write_config(tmp_path, tiny(name="victim", epochs=100_000), "victim.yaml")
+    paths = [write_pair(tmp_path)[0], str(victim)]
+    out = tmp_path / "shared" / "cmp"
+    killed: list[int] = []
+
+    def kill_the_victim() -> None:
+        # Its run is in the shared directory while it trains: the worker writes there itself.
+        deadline = time.monotonic() + STARTUP
+        while time.monotonic() < deadline and not killed:
+            for path in out.glob(f"runs/*victim*/{store.SUMMARY_FILE}"):
+                metrics = path.with_name(store.METRICS_FILE)
+                if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+                    killed.append(json.loads(path.read_text())["pid"])
+                    os.kill(killed[0], signal.SIGKILL)  # as the OOM killer would
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_the_victim)
+    killer.start()
+    comparison = compare.compare(
+        compare.collect_inputs(paths), [0], out, 2, "final_val_loss",
+        pool=ray_executor.pool(storage=True),
+    )  # fmt: skip
+    killer.join()
+    assert killed, "the victim never trained in the shared directory"
+    runs = {result.name: result for result in comparison.results}
+    assert runs["step"].status == "completed"
+    assert runs["victim"].status == "failed"
+    # On disk too: left `running` by a process that is gone, it must not read as still training
+    # (nor be taken up by `run --resume` as one in progress).
+    (victim_dir,) = out.glob("runs/*victim*")
+    assert runs["victim"].path == str(victim_dir)
+    summary = json.loads((victim_dir / store.SUMMARY_FILE).read_text())
+    assert summary["status"] == "failed"
+    assert "Ray lost the task (WorkerCrashedError)" in summary["error"]
+    assert summary["epochs_done"] >= 2  # what it trained before it died stays readable
+    document = json.loads((out / "summary.json").read_text())
+    assert sorted(run["status"] for run in document["runs"]) == ["completed", "failed"]
+
+
 MODEL_THAT_BREAKS_IN_TRAINING = """\
 import torch
 
