@@ -279,8 +279,8 @@ def run_experiment(
     lint: Callable[[list[str]], None] | None = None,
     stop: StopEvent | None = None,
 ) -> RunResult:
-    """Train `cfg` and write its run directory under `runs_dir`, named after `label` or the
-    config's name. `lint` gets the schedule's warnings before the directory exists, and may
+    """Train `cfg` and write its run directory under `runs_dir`: `<timestamp>-<name>`, or
+    `label` alone (a comparison's `<config>-seed<N>`, in a directory of its own). `lint` gets the schedule's warnings before the directory exists, and may
     raise to stop the run there. Setting `stop` (from another thread or process) stops the run
     after its current batch, as a Ctrl-C does; a Ctrl-C here sets it.
 
@@ -291,7 +291,7 @@ def run_experiment(
     warnings = lint_experiment(experiment)
     if lint is not None:
         lint(warnings)
-    path = store.create_run_dir(runs_dir, label or cfg.name)
+    path = store.create_run_dir(runs_dir, label or cfg.name, timestamp=label is None)
     with store.locked(path):
         writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
         summary = {**_start_summary(experiment), "warnings": warnings}

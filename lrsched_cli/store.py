@@ -52,10 +52,13 @@ class RunHistory:
         return [row.get(name) for row in self.epochs]
 
 
-def create_run_dir(runs_dir: Path, name: str) -> Path:
-    """A new directory `runs_dir/<timestamp>-<name>[-N]`; two runs never get the same one."""
+def create_run_dir(runs_dir: Path, name: str, timestamp: bool = True) -> Path:
+    """A new directory `runs_dir/<timestamp>-<name>[-N]` (without the timestamp inside a
+    comparison, whose runs then list by config and seed); two runs never get the same one."""
     runs_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(name)}"
+    stem = safe_name(name)
+    if timestamp:
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}"
     for attempt in range(1, 10_000):
         path = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
         try:
