@@ -70,6 +70,7 @@ class Comparison:
     baseline: str | None = None  # the config every other one is tested against; None: all pairs
     friedman: stats.Friedman | None = None  # 3 or more configs
     verdicts: list[str] = field(default_factory=list)
+    tuning: dict[str, Any] | None = None  # --tune-lr: tuning.json's document
 
 
 def collect_inputs(
@@ -355,32 +356,9 @@ def _stop_workers(executor: Executor, runs_dir: Path, exc: BaseException) -> Non
 
 
 def _mark_run(runs_dir: Path, pid: int, status: str, error: str | None) -> Path | None:
-    """Say how the run that the dead worker `pid` left `running` ended, so that it is never
-    read as still running (and `run --resume` takes it); returns its directory."""
-    host = socket.gethostname()
-    for path in sorted(runs_dir.glob(f"*/{store.SUMMARY_FILE}")):
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(summary, dict) or (
-            summary.get("status"),
-            summary.get("pid"),
-            summary.get("hostname"),
-        ) != ("running", pid, host):
-            continue
-        try:
-            with store.locked(path.parent):  # free: the kernel let go when the worker died
-                summary["status"] = status
-                if error:
-                    summary["error"] = error
-                temporary = path.with_name(f".{path.name}.tmp")
-                temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-                os.replace(temporary, path)  # whole or not at all, as the runner writes it
-        except (OSError, store.RunInUse):
-            pass  # still read as `stale` once its process is gone
-        return path.parent
-    return None
+    """How the run that the dead worker `pid` left `running` ended; returns its directory."""
+    match = {"pid": pid, "hostname": socket.gethostname()}
+    return store.end_running_run(runs_dir, match, status, error)
 
 
 def compare(
@@ -396,6 +374,7 @@ def compare(
     lint: Callable[[dict[str, list[str]]], None] = lambda warnings: None,
     pool: Callable[[int, bool], AbstractContextManager[Executor]] | None = None,
     baseline: str | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> Comparison:
     """Run the configs over the seeds, gather them with the finished runs, and write the
     comparison's files into `out_dir`. Pairs are tested all against all, or each against
@@ -461,6 +440,7 @@ def compare(
         baseline=baseline,
         friedman=stats.friedman(summaries, metric, target),
         verdicts=stats.verdicts(pairwise, metric),
+        tuning=tuning,
     )
     write_comparison(comparison, seeds, target)
     return comparison
@@ -485,12 +465,20 @@ def write_comparison(comparison: Comparison, seeds: list[int], target: float | N
         "baseline": comparison.baseline,
         "friedman": comparison.friedman.row() if comparison.friedman else None,
         "verdicts": comparison.verdicts,
+        # --tune-lr: each config's picked peak lr; the sweep itself is in tuning.json
+        "picked_lr": _picks(comparison.tuning),
         "pairwise": comparison.pairwise,
         "runs": [asdict(result) for result in comparison.results],
         "interrupted": comparison.interrupted,
         "warnings": comparison.warnings,
     }
     (comparison.path / "summary.json").write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _picks(tuning: dict[str, Any] | None) -> dict[str, float | None] | None:
+    if tuning is None:
+        return None
+    return {name: entry["pick"] for name, entry in tuning["configs"].items()}
 
 
 def _run_job(

@@ -18,7 +18,6 @@ Ctrl-C, as with the local pool: the first one cancels the tasks that have not st
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import tempfile
 import threading
@@ -402,30 +401,9 @@ def _unpack(result: Any, packed: dict[str, Any], runs_dir: Path, label: str) -> 
 def _mark_lost(runs_dir: Path | None, cfg: Any, error: str) -> Path | None:
     """On shared storage, the lost task's run directory, marked failed (it was left
     `running`, by a process on another machine)."""
-    import json
-
     if runs_dir is None:
         return None
-    for path in sorted(runs_dir.glob(f"*/{store.SUMMARY_FILE}")):
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(summary, dict) or (
-            summary.get("status"),
-            summary.get("name"),
-            summary.get("seed"),
-        ) != ("running", cfg.name, cfg.seed):
-            continue
-        summary.update(status="failed", error=error)
-        temporary = path.with_name(f".{path.name}.tmp")
-        try:
-            temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-            os.replace(temporary, path)
-        except OSError:
-            pass
-        return path.parent
-    return None
+    return store.end_running_run(runs_dir, {"name": cfg.name, "seed": cfg.seed}, "failed", error)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -280,8 +280,9 @@ def run_experiment(
     stop: StopEvent | None = None,
 ) -> RunResult:
     """Train `cfg` and write its run directory under `runs_dir`: `<timestamp>-<name>`, or
-    `label` alone (a comparison's `<config>-seed<N>`, in a directory of its own). `lint` gets the schedule's warnings before the directory exists, and may
-    raise to stop the run there. Setting `stop` (from another thread or process) stops the run
+    `label` alone (a comparison's `<config>-seed<N>`, in a directory of its own). `lint`
+    gets the schedule's warnings before the directory exists, and may raise to stop the run
+    there. Setting `stop` (from another thread or process) stops the run
     after its current batch, as a Ctrl-C does; a Ctrl-C here sets it.
 
     Example:

@@ -428,3 +428,28 @@ def differing_keys(configs: list[dict[str, Any]], ignore: tuple[str, ...] = ()) 
     flat = [flatten(config) for config in configs]
     keys = dict.fromkeys(key for values in flat for key in values if key not in ignore)
     return [key for key in keys if len({repr(values.get(key)) for values in flat}) > 1]
+
+
+def end_running_run(runs_dir: Path, match: dict[str, Any], status: str, error: str | None):
+    """The run under `runs_dir` left `running` by a process that died (its summary matches
+    `match`, e.g. its pid and host, or its name and seed), marked `status` so that it is never
+    read as still running and `run --resume` takes it; returns its directory, or None."""
+    for path in sorted(Path(runs_dir).glob(f"*/{SUMMARY_FILE}")):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(summary, dict) or summary.get("status") != "running":
+            continue
+        if any(summary.get(key) != value for key, value in match.items()):
+            continue
+        summary["status"] = status
+        if error:
+            summary["error"] = error
+        try:
+            with locked(path.parent):  # free: the kernel let go when the process died
+                write_json(path, summary)
+        except (OSError, RunInUse):
+            pass  # still read as `stale` once its process is gone
+        return path.parent
+    return None
