@@ -95,7 +95,6 @@ def test_ray_runs_equal_the_local_pools(ray_scratch, tmp_path):
     assert set(ray_scratch.glob("lrsched-*")) == before, "a run stayed behind on a worker"
 
 
-
 def test_with_storage_the_workers_write_the_comparison_there(ray_scratch, tmp_path):
     paths = write_pair(tmp_path)
     local, shared = tmp_path / "local", tmp_path / "shared"
@@ -149,6 +148,126 @@ def test_with_storage_a_killed_worker_leaves_its_run_marked_failed(ray_scratch, 
     assert summary["epochs_done"] >= 2  # what it trained before it died stays readable
     document = json.loads((out / "summary.json").read_text())
     assert sorted(run["status"] for run in document["runs"]) == ["completed", "failed"]
+
+
+def _processes_marked(marker: str) -> list[int]:
+    """The pids whose environment carries `marker`: the command and everything it started,
+    Ray's own daemons included, whichever session or group they moved to."""
+    found = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone, or not ours
+    return found
+
+
+@pytest.fixture
+def ray_command(tmp_path):
+    """Start `lrsched ARGS...` in a new session, on a local Ray of its own; at the end, kill its
+    process group and whatever it started elsewhere (`ray stop --force`, but only for what this
+    test started: the session's Ray goes on)."""
+    pytest.importorskip("ray")
+    marker = f"LRSCHED_RAY_TEST={tmp_path}"
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, scratch: Path) -> subprocess.Popen:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+        # Its workers' temporary directories in `scratch`; Ray's sockets where they always go,
+        # whose paths must stay under the 107 bytes a Unix socket's may have.
+        env.update(TMPDIR=str(scratch), RAY_TMPDIR="/tmp", LRSCHED_RAY_TEST=str(tmp_path))
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "lrsched"), *args], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.communicate()
+    for pid in _processes_marked(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_ctrl_c_keeps_finished_runs_starts_no_queued_one_and_exits_130(ray_command, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    forever = [
+        tiny(name=name, epochs=100_000, scheduler={"name": "ExponentialLR", "gamma": 0.999})
+        for name in ("slow", "slower")
+    ]
+    paths = [
+        str(write_config(tmp_path, config, f"{config['name']}.yaml"))
+        for config in (tiny(name="quick", epochs=3), *forever)
+    ]
+    runs = tmp_path / "runs"
+    # 6 jobs, 2 at a time (--jobs 2 on a Ray of 2 CPUs): the quick ones end, then two forever
+    # runs train and the others wait in Ray's queue.
+    process = ray_command(
+        "compare", *paths, "--seeds", "2", "--jobs", "2", "--executor", "ray",
+        "--runs-dir", str(runs), scratch=scratch,
+    )  # fmt: skip
+
+    def statuses(pattern: str) -> dict[str, dict]:
+        found = {}
+        for path in runs.parent.glob(pattern):
+            try:
+                summary = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced right now: read again on the next look
+            found[f"{summary['name']}-{summary['seed']}"] = summary
+        return found
+
+    deadline = time.monotonic() + STARTUP
+    while True:
+        returned = statuses(f"runs/*-compare/runs/*/{store.SUMMARY_FILE}")
+        training = {
+            key: summary
+            for key, summary in statuses(f"scratch/lrsched-*/*/{store.SUMMARY_FILE}").items()
+            # The quick ones' too would race the Ctrl-C: they may end before it reaches them.
+            if summary["status"] == "running"
+            and summary.get("epochs_done", 0) >= 1
+            and summary["name"] != "quick"
+        }
+        if returned and len(training) == 2:
+            break
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"not mid-run within {STARTUP} s: {returned}"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: Ray's daemons get it too
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("compare --executor ray hung after a Ctrl-C")
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    ended = statuses(f"runs/*-compare/runs/*/{store.SUMMARY_FILE}")
+    # The finished runs are kept, the two that trained come back interrupted (their bytes too),
+    # and none of the queued ones started.
+    by_status: dict[str, set[str]] = {}
+    for key, summary in ended.items():
+        by_status.setdefault(summary["status"], set()).add(key)
+    assert set(by_status) == {"completed", "interrupted"}, by_status
+    assert by_status["completed"] >= set(returned)
+    assert by_status["interrupted"] == set(training)
+    assert all(ended[key]["epochs_done"] >= 1 for key in training)
+    assert len(ended) < 6, "a queued job started after the Ctrl-C"
+    (out,) = runs.glob("*-compare")
+    document = json.loads((out / "summary.json").read_text())
+    assert document["interrupted"] is True
+    assert len(document["runs"]) == len(ended)
+    assert not list(scratch.glob("lrsched-*")), "a run stayed behind on a worker"
 
 
 MODEL_THAT_BREAKS_IN_TRAINING = """\
