@@ -292,6 +292,35 @@ def compare(
         str | None,
         typer.Option(help="Test each config against this one only (k-1 pairs).", metavar="NAME"),
     ] = None,
+    tune_lr: Annotated[
+        bool,
+        typer.Option(
+            "--tune-lr",
+            help="Sweep each config's peak lr on tuning seeds (1000, 1001, ...), pick the best "
+            "mean val metric, rerun each pick on --seeds and rank by the test metric.",
+        ),
+    ] = False,
+    lr_grid: Annotated[
+        str | None,
+        typer.Option(
+            help="--tune-lr's grid, log-spaced LOW:HIGH:COUNT (default: 9 lrs at x2 around "
+            "each config's peak lr).",
+            metavar="LOW:HIGH:N",
+        ),
+    ] = None,
+    tune_seeds: Annotated[
+        int, typer.Option(help="--tune-lr: tuning seeds per lr.", min=1, metavar="N")
+    ] = 2,
+    lr_center: Annotated[
+        Literal["config", "find-lr"],
+        typer.Option(
+            help="--tune-lr: centre each grid on the config's peak lr, or on the range "
+            "test's valley lr (find-lr).",
+        ),
+    ] = "config",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the jobs and the run count; train nothing.")
+    ] = False,
 ) -> None:
     """Compare schedules over paired seeds: rank them, with 95% intervals and paired tests.
 
@@ -322,6 +351,17 @@ def compare(
         note = comparing.seed_power_note(found, seed_values, baseline)
         if note:
             err.print(_styled(("warning: ", "yellow"), note))
+        if tune_lr or lr_grid is not None or lr_center != "config":
+            _compare_tuned(
+                found, seed_values, runs_dir, jobs, metric, target, warnings, as_json, strict,
+                (executor, address, storage, gpus_per_job), baseline,
+                (tune_lr, lr_grid, tune_seeds, lr_center, dry_run),
+            )
+            return
+        if dry_run:
+            planned = comparing.plan_jobs(found.configs, seed_values)
+            _print_jobs([(job.label, "") for job in planned])
+            return
         made_runs_dir = not runs_dir.exists()
         out_dir = store.create_run_dir(runs_dir, "compare")
         progress = _CompareProgress(len(found.configs) * len(seed_values), quiet=as_json)
@@ -751,18 +791,133 @@ def _executor(kind: str, address: str | None, storage: Path | None, gpus: float)
 
 
 def _draw_comparison(comparison) -> list[Path]:
-    from lrsched_cli.plots import plot_comparison, plot_ranks
+    from lrsched_cli.plots import plot_comparison, plot_ranks, plot_sensitivity
 
     groups = {summary.name: summary.runs for summary in comparison.summaries}
     paths = plot_comparison(groups, comparison.path)
     if comparison.friedman is not None and comparison.friedman.critical_difference is not None:
         paths.append(plot_ranks(comparison.friedman, comparison.path / "ranks.png"))
+    if comparison.tuning is not None:
+        paths.append(plot_sensitivity(comparison.tuning, comparison.path / "sensitivity.png"))
     return paths
+
+
+def _compare_tuned(
+    found, seed_values, runs_dir, jobs, metric, target, warnings, as_json, strict, where,
+    baseline, options,
+) -> None:
+    """compare --tune-lr: check everything, say the budget, tune, compare the picks."""
+    from lrsched_cli import store, tuning
+
+    tune_lr, lr_grid, tune_seeds, lr_center, dry_run = options
+    if not tune_lr:
+        raise ConfigError("--lr-grid and --lr-center set up --tune-lr; add --tune-lr")
+    if found.runs:
+        raise ConfigError(
+            "--tune-lr trains every config at several lrs: give configs, not finished runs "
+            f"({', '.join(str(run.path) for run in found.runs)})"
+        )
+    if lr_grid is not None and lr_center != "config":
+        raise ConfigError("--lr-grid sets the grid itself; --lr-center has nothing to centre")
+    grid = tuning.parse_grid(lr_grid) if lr_grid is not None else None
+    for cfg in found.configs:  # before a range test takes its time
+        tuning.check_tunable(cfg)
+    notes: list[str] = []
+    if lr_center == "find-lr":
+        err.print("finding each config's valley lr (lrsched find-lr) to centre its grid")
+    tunings = tuning.plan(found.configs, grid, lr_center, notes=notes)
+    tune_seed_values = tuning.tuning_seeds(tune_seeds, seed_values)
+    count = tuning.budget(tunings, len(tune_seed_values), len(seed_values))
+    val_metric, test_metric = tuning.metrics_for(METRIC_ALIASES.get(metric, metric))
+    err.print(
+        f"runs: {count['tuning']} tuning (up to {count['extensions_at_most']} more where a "
+        f"pick sits at a grid edge) + {count['fresh']} at the picked lrs = {count['total']}; "
+        f"picked on {val_metric} over tuning seeds "
+        f"{', '.join(map(str, tune_seed_values))}, ranked by {test_metric} over seeds "
+        f"{_seed_range(seed_values)}"
+    )
+    for text in notes:
+        err.print(_styled(("note: ", "yellow"), text))
+    if dry_run:
+        planned, _ = tuning.tuning_jobs(
+            found.configs, {t.name: t.grid for t in tunings}, tune_seed_values
+        )
+        rows = [(job.label, f"{t.key}={lr:.4g}") for t in tunings for lr in t.grid
+                for job in planned if job.config.name == tuning._point_name(t.name, lr)]
+        rows += [
+            (f"{cfg.name}-seed{seed}", "at its picked lr")
+            for seed in seed_values
+            for cfg in found.configs
+        ]
+        _print_jobs(rows)
+        return
+    executor, address, storage, gpus_per_job = where
+    made_runs_dir = not runs_dir.exists()
+    out_dir = store.create_run_dir(runs_dir, "compare")
+    progress = _CompareProgress(count["total"], quiet=as_json)
+    try:
+        with progress, _executor(executor, address, storage, gpus_per_job) as pool:
+            comparison, result = tuning.tune_and_compare(
+                found,
+                tunings,
+                tune_seed_values,
+                seed_values,
+                out_dir,
+                jobs or os.cpu_count() or 1,
+                METRIC_ALIASES.get(metric, metric),
+                target,
+                warnings,
+                progress.on_result,
+                lint=lambda found: _warn_configs(found, strict),
+                pool=pool,
+                baseline=baseline,
+                center=lr_center,
+                on_notes=lambda lines: [
+                    progress.progress.console.print(_styled(("note: ", "yellow"), line))
+                    for line in lines
+                ],
+            )
+    except BaseException:
+        if made_runs_dir:
+            try:
+                runs_dir.rmdir()
+            except OSError:
+                pass  # not empty: other runs live there
+        raise
+    _record_command(comparison.path)
+    _draw_comparison(comparison)
+    _render_comparison(comparison, as_json)
+    if not as_json:
+        for line in result.flat_lines():
+            console.print(line)
+    if comparison.interrupted:
+        err.print(_styled(("interrupted", "yellow"), ": compared the runs that ended"))
+        _exit_interrupted()
+
+
+def _seed_range(seeds: list[int]) -> str:
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
+        return f"{seeds[0]}..{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def _print_jobs(rows: list[tuple[str, str]]) -> None:
+    """--dry-run: one line per job that would train, and their count."""
+    for label, detail in rows:
+        console.print(f"{label}  {detail}".rstrip(), highlight=False)
+    console.print(f"{len(rows)} runs; nothing trained (--dry-run)")
 
 
 def _warn_configs(warnings: dict[str, list[str]], strict: bool) -> None:
     """Each config's schedule warnings, once per config (not per seed); --strict stops here."""
     _warn([f"{name}: {text}" for name, found in warnings.items() for text in found], strict, False)
+
+
+def comparing_picks(comparison) -> dict[str, float | None] | None:
+    """--tune-lr: each config's picked lr, for the ranking table's column."""
+    if getattr(comparison, "tuning", None) is None:
+        return None
+    return {name: entry["pick"] for name, entry in comparison.tuning["configs"].items()}
 
 
 def _render_comparison(comparison, as_json: bool) -> None:
@@ -773,7 +928,11 @@ def _render_comparison(comparison, as_json: bool) -> None:
         return
     console.print(
         report.render_comparison(
-            comparison.summaries, comparison.metric, comparison.pairwise, comparison.baseline
+            comparison.summaries,
+            comparison.metric,
+            comparison.pairwise,
+            comparison.baseline,
+            picked=comparing_picks(comparison),
         )
     )
     if comparison.friedman is not None:

@@ -567,3 +567,82 @@ def _cliques(ranks: list[float], cd: float) -> list[tuple[int, int]]:
         if end > start and not any(s <= start and end <= e for s, e in spans):
             spans.append((start, end))
     return spans
+
+
+def plot_sensitivity(tuning: dict, path: Path) -> Path:
+    """`compare --tune-lr`'s sweep (tuning.json's document): each config's mean val metric
+    against its peak lr (log x), a band from the best to the worst tuning seed, an x where a
+    tuning run diverged or failed (at the top edge: it has no value), and a star at the pick."""
+    from matplotlib.transforms import blended_transform_factory
+
+    metric = tuning["val_metric"].replace("final_", "")
+    seeds = len(tuning["tuning_seeds"])
+    figure, axes = _figure(
+        f"{metric} against peak lr: mean and range over {seeds} tuning seed"
+        f"{'s' if seeds != 1 else ''}",
+        wide=len(tuning["configs"]) > 4,
+    )
+    axes.set_xscale("log")
+    axes.set_xlabel("peak lr")
+    axes.set_ylabel(f"{metric} (final epoch)")
+    top = blended_transform_factory(axes.transData, axes.transAxes)
+    colours = _colours(len(tuning["configs"]))
+    finite_values = []
+    for colour, (name, entry) in zip(colours, tuning["configs"].items(), strict=False):
+        points = entry["points"]
+        lrs = [p["lr"] for p in points]
+        seen = [[v for v in p["values"] if v is not None and math.isfinite(v)] for p in points]
+        finite_values += [v for values in seen for v in values]
+        means = [p["mean"] for p in points]
+        axes.plot(
+            lrs,
+            [math.nan if m is None else m for m in means],
+            marker="o",
+            ms=3,
+            color=colour,
+            label=_literal(f"{name} (pick {entry['pick']:.3g})" if entry["pick"] else name),
+        )
+        # The band spans the seeds that finished; where one diverged, the x says so.
+        low = [min(values) if values else math.nan for values in seen]
+        high = [max(values) if values else math.nan for values in seen]
+        axes.fill_between(lrs, low, high, color=colour, alpha=0.15, lw=0)
+        failed = [p["lr"] for p in points if any(v is None for v in p["values"])]
+        if failed:
+            axes.plot(failed, [0.97] * len(failed), "x", color=colour, ms=7, mew=2, transform=top)
+        pick = next((p for p in points if p["lr"] == entry["pick"]), None)
+        if pick is not None and pick["mean"] is not None:
+            axes.plot([pick["lr"]], [pick["mean"]], "*", color=colour, ms=14, mec="black", mew=0.6)
+    notes = "★ pick   × a tuning seed diverged or failed"
+    ceiling = _loss_ceiling(tuning) if tuning.get("lower_is_better", True) else None
+    if ceiling is not None and finite_values and max(finite_values) > ceiling:
+        # A blown-up loss (1e25) would flatten every curve near its best: cut the axis above
+        # twice the worst loss at a grid's smallest lr or pick, and mark what lies beyond.
+        low = min(finite_values)
+        axes.set_ylim(low - 0.05 * (ceiling - low), ceiling)
+        for index, (colour, entry) in enumerate(
+            zip(colours, tuning["configs"].values(), strict=False)
+        ):
+            over = [p["lr"] for p in entry["points"] if (p["mean"] or 0) > ceiling]
+            y = 0.95 - 0.035 * index  # one row per config, so that none hides another
+            if over:
+                axes.plot(over, [y] * len(over), "^", color=colour, ms=6, transform=top)
+        notes += "   ▲ mean above the axis"
+    axes.text(0.01, 0.01, notes, transform=axes.transAxes, fontsize="small", color="0.3")
+    handles, labels = axes.get_legend_handles_labels()
+    if len(handles) > 4:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    else:
+        axes.legend(loc="best", fontsize="small")
+    figure.savefig(path)
+    return path
+
+
+def _loss_ceiling(tuning: dict) -> float | None:
+    """Twice the worst mean loss at any config's smallest lr or at its pick: the scale on which
+    the curves near their best can be read."""
+    anchors = []
+    for entry in tuning["configs"].values():
+        points = entry["points"]
+        anchors += [p["mean"] for p in points[:1] if p["mean"] is not None]
+        anchors += [p["mean"] for p in points if p["lr"] == entry["pick"] and p["mean"]]
+    return 2 * max(anchors) if anchors and max(anchors) > 0 else None

@@ -294,8 +294,10 @@ def render_comparison(
     metric: str,
     pairwise: list[dict[str, Any]] = (),
     baseline: str | None = None,
+    picked: dict[str, float | None] | None = None,
 ) -> Table:
     """Configs ordered by `metric`'s mean (best first, marked ★), each with its 95% interval.
+    `picked` (--tune-lr): each config's picked peak lr, in a column of its own.
     ≈ marks a config that the paired, Holm-adjusted test in `pairwise` cannot tell apart from
     the best (or, with `baseline`, from the baseline, marked ◆); never overlapping intervals,
     which throw the pairing of seeds away. ⚠ marks a config whose schedule lint warned; notes
@@ -306,6 +308,8 @@ def render_comparison(
     table.add_column("")
     table.add_column("config")
     table.add_column("seeds", justify="right")
+    if picked is not None:
+        table.add_column("picked lr", justify="right", no_wrap=True)
     for column in columns:
         table.add_column(COMPARISON_COLUMNS.get(column, column.replace("_", " ")), justify="right")
     table.add_column("runs", justify="right")
@@ -321,6 +325,9 @@ def render_comparison(
             if not differs(pairs.get(frozenset((summary.name, reference)))):
                 mark, marked = mark + "≈", True
         cells = [format_estimate(summary.metrics[column], column) for column in columns]
+        if picked is not None:
+            lr = picked.get(summary.name)
+            cells.insert(0, "-" if lr is None else f"{lr:.3g}")
         table.add_row(
             mark + ("⚠" if summary.warnings else ""),
             Name(summary.name),
