@@ -270,6 +270,62 @@ def test_ctrl_c_keeps_finished_runs_starts_no_queued_one_and_exits_130(ray_comma
     assert not list(scratch.glob("lrsched-*")), "a run stayed behind on a worker"
 
 
+TWO_NODES = """\
+import json, logging, os, sys
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from lrsched_cli import compare, ray_executor
+
+out, paths = Path(sys.argv[1]), sys.argv[2:]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, logging_level=logging.ERROR, log_to_driver=False)
+cluster.wait_for_nodes()
+try:
+    raylets = [node.all_processes["raylet"][0].process.pid for node in cluster.list_all_nodes()]
+    comparison = compare.compare(
+        compare.collect_inputs(paths), [0], out, 2, "final_val_loss", pool=ray_executor.pool()
+    )
+    where = {}  # run -> the raylet whose worker trained it: which node ran what
+    for result in comparison.results:
+        pid = json.loads((Path(result.path) / "summary.json").read_text())["pid"]
+        where[result.name] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    print(json.dumps({"raylets": raylets, "where": where}))
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+def test_a_simulated_two_node_cluster_runs_one_job_per_node_as_the_local_pool(tmp_path):
+    # A process of its own: a Ray cluster cannot share one with the session's Ray. About 20 s on
+    # 2 cores, most of it the two nodes' start-up.
+    pytest.importorskip("ray")
+    paths = write_pair(tmp_path, 100)  # runs of a few seconds: on one node, they would overlap
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env["LRSCHED_RAY_TEST"] = str(tmp_path)
+    try:
+        process = subprocess.run(
+            [sys.executable, "-c", TWO_NODES, str(tmp_path / "cluster"), *paths],
+            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+        )  # fmt: skip
+    finally:  # a hung or failed cluster leaves no raylet behind
+        for pid in _processes_marked(f"LRSCHED_RAY_TEST={tmp_path}"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert process.returncode == 0, process.stderr[-3000:]
+    found = json.loads(process.stdout.strip().splitlines()[-1])
+    # 2 nodes of 1 CPU, 2 jobs of 1 CPU each at once: one on each node.
+    assert sorted(found["where"].values()) == sorted(found["raylets"])
+    compare.compare(compare.collect_inputs(paths), [0], tmp_path / "local", 2, "final_val_loss")
+    assert run_files(tmp_path / "cluster") == run_files(tmp_path / "local")
+
+
 MODEL_THAT_BREAKS_IN_TRAINING = """\
 import torch
 
