@@ -618,7 +618,11 @@ def plot_sensitivity(tuning: dict, path: Path) -> Path:
         # A blown-up loss (1e25) would flatten every curve near its best: cut the axis above
         # twice the worst loss at a grid's smallest lr or pick, and mark what lies beyond.
         low = min(finite_values)
-        axes.set_ylim(low - 0.05 * (ceiling - low), ceiling)
+        if low > 0 and ceiling / low > 10:
+            axes.set_yscale("log")
+            axes.set_ylim(low / 1.5, ceiling)
+        else:
+            axes.set_ylim(low - 0.05 * (ceiling - low), ceiling)
         for index, (colour, entry) in enumerate(
             zip(colours, tuning["configs"].values(), strict=False)
         ):
@@ -627,6 +631,9 @@ def plot_sensitivity(tuning: dict, path: Path) -> Path:
             if over:
                 axes.plot(over, [y] * len(over), "^", color=colour, ms=6, transform=top)
         notes += "   ▲ mean above the axis"
+    elif tuning.get("lower_is_better", True) and finite_values and min(finite_values) > 0:
+        if max(finite_values) / min(finite_values) > 10:  # losses near their best are small
+            axes.set_yscale("log")
     axes.text(0.01, 0.01, notes, transform=axes.transAxes, fontsize="small", color="0.3")
     handles, labels = axes.get_legend_handles_labels()
     if len(handles) > 4:
