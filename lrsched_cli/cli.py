@@ -284,9 +284,7 @@ def compare(
     ] = 0.0,
     no_checkpoints: Annotated[
         bool,
-        typer.Option(
-            "--no-checkpoints", help="Write no checkpoints (the runs cannot be resumed)."
-        ),
+        typer.Option("--no-checkpoints", help="Write no checkpoints (the runs cannot be resumed)."),
     ] = False,
     baseline: Annotated[
         str | None,
@@ -353,8 +351,17 @@ def compare(
             err.print(_styled(("warning: ", "yellow"), note))
         if tune_lr or lr_grid is not None or lr_center != "config":
             _compare_tuned(
-                found, seed_values, runs_dir, jobs, metric, target, warnings, as_json, strict,
-                (executor, address, storage, gpus_per_job), baseline,
+                found,
+                seed_values,
+                runs_dir,
+                jobs,
+                metric,
+                target,
+                warnings,
+                as_json,
+                strict,
+                (executor, address, storage, gpus_per_job),
+                baseline,
                 (tune_lr, lr_grid, tune_seeds, lr_center, dry_run),
             )
             return
@@ -803,8 +810,18 @@ def _draw_comparison(comparison) -> list[Path]:
 
 
 def _compare_tuned(
-    found, seed_values, runs_dir, jobs, metric, target, warnings, as_json, strict, where,
-    baseline, options,
+    found,
+    seed_values,
+    runs_dir,
+    jobs,
+    metric,
+    target,
+    warnings,
+    as_json,
+    strict,
+    where,
+    baseline,
+    options,
 ) -> None:
     """compare --tune-lr: check everything, say the budget, tune, compare the picks."""
     from lrsched_cli import store, tuning
@@ -842,8 +859,13 @@ def _compare_tuned(
         planned, _ = tuning.tuning_jobs(
             found.configs, {t.name: t.grid for t in tunings}, tune_seed_values
         )
-        rows = [(job.label, f"{t.key}={lr:.4g}") for t in tunings for lr in t.grid
-                for job in planned if job.config.name == tuning._point_name(t.name, lr)]
+        rows = [
+            (job.label, f"{t.key}={lr:.4g}")
+            for t in tunings
+            for lr in t.grid
+            for job in planned
+            if job.config.name == tuning._point_name(t.name, lr)
+        ]
         rows += [
             (f"{cfg.name}-seed{seed}", "at its picked lr")
             for seed in seed_values
