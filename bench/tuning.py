@@ -1,7 +1,10 @@
 """A tuned comparison's cost: `lrsched compare configs/compare/ --tune-lr --jobs 2`, timed whole.
 
-    python bench/tuning.py [--lr-grid 0.01:1:5] [--tune-seeds 2] [--seeds 5] [--epochs N]
+    python bench/tuning.py [--lr-grid LOW:HIGH:N] [--tune-seeds 2] [--seeds 10] [--epochs N]
                            [--keep DIR]
+
+With no options it times the command's defaults: 9 lrs per config around its own, 2 tuning
+seeds, 10 comparison seeds: 140 runs.
 
 Runs the command once, as a user would (a fresh `python -m lrsched_cli compare`), and reports
 its wall time, the CPU time of the command and all its processes (the forkserver's workers are
@@ -43,9 +46,9 @@ def session_cpu(session: int) -> dict[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lr-grid", default="0.01:1:5")
+    parser.add_argument("--lr-grid", default=None, help="default: the command's own grid")
     parser.add_argument("--tune-seeds", type=int, default=2)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None)
@@ -54,9 +57,11 @@ def main() -> None:
     runs_dir = args.keep or Path(tempfile.mkdtemp(prefix="lrsched-tuning-bench-"))
     command = [
         sys.executable, "-m", "lrsched_cli", "compare", str(ROOT / "configs" / "compare"),
-        "--tune-lr", "--lr-grid", args.lr_grid, "--tune-seeds", str(args.tune_seeds),
+        "--tune-lr", "--tune-seeds", str(args.tune_seeds),
         "--seeds", str(args.seeds), "--jobs", str(args.jobs), "--runs-dir", str(runs_dir),
     ]  # fmt: skip
+    if args.lr_grid is not None:
+        command += ["--lr-grid", args.lr_grid]
     if args.epochs is not None:
         command += ["--epochs", str(args.epochs)]
     started = time.perf_counter()
