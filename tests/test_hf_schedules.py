@@ -17,6 +17,7 @@ from conftest import CONFIGS, tiny, train, write_config
 from lrsched_cli import hf_schedules
 from lrsched_cli.cli import app
 from lrsched_cli.errors import ConfigError
+from test_recovery import InterruptAt
 
 # transformers' ScheduleInitTest: AdamW(lr=10.0), 10 steps, the lr before each step, to the
 # tolerance it pins them with (1e-2).
@@ -303,21 +304,6 @@ def test_a_given_length_is_kept(tmp_path):
     block = {"name": "hf.linear", "num_warmup_steps": 2, "num_training_steps": 40}
     lrs = recorded_step_lrs(block, tmp_path)
     assert lrs == pytest.approx([LR * f_linear(s, 40, 2) for s in range(len(lrs))], rel=1e-12)
-
-
-class InterruptAt:
-    """A run observer that stops the run, as Ctrl-C does, once `epoch` is recorded."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_start(self, *args): ...
-
-    def on_batches(self, *args): ...
-
-    def on_epoch(self, record):
-        if record["epoch"] == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("interval", ["step", "epoch"])
