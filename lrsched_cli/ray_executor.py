@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lrsched_cli import store
+from lrsched_cli.compare import StopFlag
 from lrsched_cli.errors import ConfigError
 
 MISSING = "--executor ray needs Ray, which is not installed: pip install 'lrsched[ray]'"
@@ -112,19 +113,6 @@ class TaskLost(RuntimeError):
     """Ray lost the task (its worker or its node died) before it returned."""
 
 
-class _Flag:
-    """Set from a signal handler: a plain attribute; the dispatcher thread acts on it."""
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-
 @dataclass(eq=False)
 class _Task:
     future: Future
@@ -141,7 +129,7 @@ class RayExecutor(Executor):
     def __init__(self, storage: bool, gpus_per_job: float):
         import ray
 
-        self.stop = _Flag()  # what `compare.execute`'s Ctrl-C handler sets
+        self.stop = StopFlag()  # what `compare.execute`'s Ctrl-C handler sets
         self._ray, self._storage, self._gpus = ray, storage, gpus_per_job
         self._control = ray.remote(num_cpus=0, max_restarts=0)(_Control).remote()
         self._job = ray.remote(max_retries=0)(_train)

@@ -107,6 +107,25 @@ def test_with_storage_the_workers_write_the_comparison_there(ray_scratch, tmp_pa
     assert {Path(run["path"]).parent for run in document["runs"]} == {out / "runs"}
 
 
+def victim_killer(root: Path, summaries: str, killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs, as the OOM killer would, the worker training the run whose
+    summary matches `summaries` under `root`, once it has kept two epochs; its pid goes in
+    `killed`."""
+
+    def kill_the_victim() -> None:
+        deadline = time.monotonic() + STARTUP
+        while time.monotonic() < deadline and not killed:
+            for path in root.glob(summaries):
+                metrics = path.with_name(store.METRICS_FILE)
+                if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+                    killed.append(json.loads(path.read_text())["pid"])
+                    os.kill(killed[0], signal.SIGKILL)
+                    return
+            time.sleep(0.1)
+
+    return threading.Thread(target=kill_the_victim)
+
+
 def test_with_storage_a_killed_worker_leaves_its_run_marked_failed(ray_scratch, tmp_path):
     from lrsched_cli import ray_executor
 
@@ -114,20 +133,8 @@ def test_with_storage_a_killed_worker_leaves_its_run_marked_failed(ray_scratch, 
     paths = [write_pair(tmp_path)[0], str(victim)]
     out = tmp_path / "shared" / "cmp"
     killed: list[int] = []
-
-    def kill_the_victim() -> None:
-        # Its run is in the shared directory while it trains: the worker writes there itself.
-        deadline = time.monotonic() + STARTUP
-        while time.monotonic() < deadline and not killed:
-            for path in out.glob(f"runs/*victim*/{store.SUMMARY_FILE}"):
-                metrics = path.with_name(store.METRICS_FILE)
-                if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
-                    killed.append(json.loads(path.read_text())["pid"])
-                    os.kill(killed[0], signal.SIGKILL)  # as the OOM killer would
-                    return
-            time.sleep(0.1)
-
-    killer = threading.Thread(target=kill_the_victim)
+    # Its run is in the shared directory while it trains: the worker writes there itself.
+    killer = victim_killer(out, f"runs/*victim*/{store.SUMMARY_FILE}", killed)
     killer.start()
     comparison = compare.compare(
         compare.collect_inputs(paths), [0], out, 2, "final_val_loss",
@@ -367,19 +374,7 @@ def test_a_killed_worker_fails_its_own_run_and_the_comparison_completes(ray_scra
     victim = write_config(tmp_path, tiny(name="victim", epochs=100_000), "victim.yaml")
     paths = [write_pair(tmp_path)[0], str(victim)]
     killed: list[int] = []
-
-    def kill_the_victim() -> None:
-        deadline = time.monotonic() + STARTUP
-        while time.monotonic() < deadline and not killed:
-            for path in ray_scratch.glob(f"lrsched-*/*victim*/{store.SUMMARY_FILE}"):
-                metrics = path.with_name(store.METRICS_FILE)
-                if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
-                    killed.append(json.loads(path.read_text())["pid"])
-                    os.kill(killed[0], signal.SIGKILL)  # as the OOM killer would
-                    return
-            time.sleep(0.1)
-
-    killer = threading.Thread(target=kill_the_victim)
+    killer = victim_killer(ray_scratch, f"lrsched-*/*victim*/{store.SUMMARY_FILE}", killed)
     killer.start()
     comparison = compare.compare(
         compare.collect_inputs(paths), [0], tmp_path / "out", 2, "final_val_loss",
