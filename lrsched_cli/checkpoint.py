@@ -1,11 +1,15 @@
 """A run's checkpoint file: written whole or not at all, read back, and checked against a
 freshly prepared run and its files before resume changes anything. What it holds is the
-experiment's state_dict() (model, optimizer, schedule, random streams) and its position."""
+experiment's state_dict() (model, optimizer, schedule, random streams) and its position; the
+policy says when a run saves one."""
 
 from __future__ import annotations
 
 import io
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,3 +132,33 @@ def _rows_problems(file: str, numbers: list[Any], needed: Any) -> list[str]:
     if isinstance(needed, int) and len(numbers) < needed:
         return [f"{file} holds {len(numbers)} rows, the checkpoint was saved after {needed}"]
     return []
+
+
+class CheckpointPolicy:
+    """When to save: every N epochs, never (0), or `auto`: once the time since the last save is
+    AUTO_RATIO times what that save cost, so checkpoints cost about 1/AUTO_RATIO of the run
+    whatever the model's size. The final epoch is always saved."""
+
+    AUTO_RATIO = 20
+
+    def __init__(self, every: int | str, epochs: int):
+        self.every, self.epochs = every, epochs
+        self.cost: float | None = None  # seconds the last save took
+        self.saved_at = time.perf_counter()
+
+    def due(self, epoch: int) -> bool:
+        if self.every == 0:
+            return False
+        if epoch == self.epochs:
+            return True
+        if self.every == "auto":
+            since = time.perf_counter() - self.saved_at
+            return self.cost is None or since >= self.AUTO_RATIO * self.cost
+        return epoch % self.every == 0
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.saved_at = time.perf_counter()
+        self.cost = self.saved_at - started

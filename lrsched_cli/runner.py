@@ -23,7 +23,12 @@ from torch import nn
 
 from lrsched_cli import __version__, store
 from lrsched_cli.build import build_optimizer
-from lrsched_cli.checkpoint import check_checkpoint, read_checkpoint, save_checkpoint
+from lrsched_cli.checkpoint import (
+    CheckpointPolicy,
+    check_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from lrsched_cli.config import ConfigError, EarlyStoppingConfig, ExperimentConfig, load_config
 from lrsched_cli.data import CLASSIFICATION, Dataset, build_dataset, resolve_data
 from lrsched_cli.models import build_model, resolve_model
@@ -506,36 +511,6 @@ def train(
             if stopper is not None and stopper.update(record):
                 return "stopped_early"
     return "completed"
-
-
-class CheckpointPolicy:
-    """When to save: every N epochs, never (0), or `auto`: once the time since the last save is
-    AUTO_RATIO times what that save cost, so checkpoints cost about 1/AUTO_RATIO of the run
-    whatever the model's size. The final epoch is always saved."""
-
-    AUTO_RATIO = 20
-
-    def __init__(self, every: int | str, epochs: int):
-        self.every, self.epochs = every, epochs
-        self.cost: float | None = None  # seconds the last save took
-        self.saved_at = time.perf_counter()
-
-    def due(self, epoch: int) -> bool:
-        if self.every == 0:
-            return False
-        if epoch == self.epochs:
-            return True
-        if self.every == "auto":
-            since = time.perf_counter() - self.saved_at
-            return self.cost is None or since >= self.AUTO_RATIO * self.cost
-        return epoch % self.every == 0
-
-    @contextmanager
-    def timed(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.saved_at = time.perf_counter()
-        self.cost = self.saved_at - started
 
 
 class EarlyStopping:

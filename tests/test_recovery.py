@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import tiny, train, write_config
 from lrsched_cli import runner, store
+from lrsched_cli.checkpoint import CheckpointPolicy
 from lrsched_cli.cli import app
 from lrsched_cli.config import ConfigError, validate
 from test_schedules import BLOCKS
@@ -149,7 +150,7 @@ def test_resume_from_an_older_checkpoint_redoes_later_epochs(tmp_path):
 
 
 def test_auto_checkpoints_bound_their_cost():
-    policy = runner.CheckpointPolicy("auto", epochs=100)
+    policy = CheckpointPolicy("auto", epochs=100)
     assert policy.due(1)  # the first save measures the cost
     with policy.timed():
         time.sleep(0.01)
@@ -158,8 +159,8 @@ def test_auto_checkpoints_bound_their_cost():
     assert not policy.due(2)
     policy.saved_at -= 201
     assert policy.due(3)
-    assert policy.due(100) and not runner.CheckpointPolicy(0, 100).due(100)
-    every_3 = runner.CheckpointPolicy(3, 10)
+    assert policy.due(100) and not CheckpointPolicy(0, 100).due(100)
+    every_3 = CheckpointPolicy(3, 10)
     assert [e for e in range(1, 11) if every_3.due(e)] == [3, 6, 9, 10]
 
 
