@@ -1,12 +1,14 @@
 """The loop a careful engineer writes by hand, timed against lrsched by bench/overhead.py.
 
-    python bench/hand_written.py    # 20 epochs in a process of its own (for peak memory)
+    python bench/hand_written.py [--epochs 20] [--threads N]   # in a process of its own
 
-It imports torch alone, so that its peak memory is a hand-written loop's.
+It imports torch alone, so that its peak memory and its whole-process time are a hand-written
+loop's (bench/overhead.py --whole-process).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 
@@ -52,4 +54,10 @@ def hand_written_epochs(epochs: int, device: str) -> list[float]:
 
 
 if __name__ == "__main__":
-    hand_written_epochs(20, "cpu")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hand_written_epochs(args.epochs, "cpu")

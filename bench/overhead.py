@@ -1,15 +1,24 @@
 """lrsched's training loop against a hand-written torch loop, and Lightning, doing the same work.
 
     python bench/overhead.py [--repeats 5] [--epochs 20] [--device cpu]
+    python bench/overhead.py --whole-process [--repeats 5] [--epochs 150]
 
-Both train an MLP 2->64->64->2 on 8,000 moons samples (80% train), batch 64, SGD with
-momentum and StepLR, validating every epoch, with the data on the device and batches taken by
-slicing. They run alternately in one process; the report gives per-epoch medians and the ratio.
+Both train an MLP 2->64->64->2 on 8,000 moons samples (6,400 train, 1,600 validation), batch
+64, SGD with momentum and StepLR, validating every epoch, with the data on the device and
+batches taken by slicing. They run alternately in one process; the report gives per-epoch
+medians and the ratio.
+
+--whole-process times whole commands instead, each in a process of its own: `lrsched run` with
+its default settings, `lrsched run` with checkpoint_every 0, and the hand-written loop (on the
+thread count lrsched picks, 1 here), each for 2 and for 2 + --epochs epochs. An epoch costs
+the difference over --epochs, in wall time and in CPU time (user + system, all threads), so
+start-up, plotting and the first epochs' one-off costs cancel out.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -44,7 +53,14 @@ LRSCHED_IMPORTS = (
 CONFIG = {
     "name": "overhead",
     "seed": 0,
-    "data": {"name": "moons", "n_samples": 8000, "noise": 0.2, "batch_size": 64},
+    # The hand-written loop's split: 6,400 train, 1,600 validation, no test split
+    "data": {
+        "name": "moons",
+        "n_samples": 8000,
+        "noise": 0.2,
+        "batch_size": 64,
+        "test_fraction": 0,
+    },
     "model": {"name": "mlp", "hidden": [64, 64]},
     "optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9},
     "scheduler": {"name": "StepLR", "step_size": 5, "gamma": 0.5},
@@ -205,13 +221,86 @@ def peak_memory(repeats: int) -> None:
         )
 
 
+def process_seconds(command: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, all its threads) of a command in a process of its
+    own, start-up included."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status):
+        raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), command)
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def whole_process(repeats: int, epochs: int) -> None:
+    """Per-epoch wall and CPU time of whole commands: `lrsched run` with its defaults and with
+    checkpoint_every 0, against the hand-written loop, each timed for 2 and 2 + `epochs` epochs
+    in turn (the order rotates each round); an epoch costs the difference over `epochs`."""
+    import yaml
+
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as scratch:
+        configs = {}
+        for name, update in (("defaults", {}), ("never", {"checkpoint_every": 0})):
+            config = {k: v for k, v in CONFIG.items() if k != "checkpoint_every"} | update
+            configs[name] = Path(scratch) / f"{name}.yaml"
+            configs[name].write_text(yaml.safe_dump({**config, "device": "cpu"}))
+        lrsched = [python, "-m", "lrsched_cli", "run", "--runs-dir", scratch, "--quiet"]
+        sides = {
+            "lrsched run (defaults)": [*lrsched, str(configs["defaults"]), "--epochs"],
+            "lrsched run, checkpoint_every: 0": [*lrsched, str(configs["never"]), "--epochs"],
+            "hand-written loop": [python, str(Path(__file__).with_name(HAND)), "--threads", "1"]
+            + ["--epochs"],
+        }
+        rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+        names = list(sides)
+        for repeat in range(repeats):
+            order = names[repeat % len(names) :] + names[: repeat % len(names)]
+            for name in order:
+                lengths = (2, 2 + epochs) if repeat % 2 == 0 else (2 + epochs, 2)
+                timed = {n: process_seconds([*sides[name], str(n)]) for n in lengths}
+                long, short = timed[2 + epochs], timed[2]
+                rounds[name].append(((long[0] - short[0]) / epochs, (long[1] - short[1]) / epochs))
+    hand = rounds["hand-written loop"]
+    print(
+        f"whole process, per epoch = (time of {2 + epochs} epochs - time of 2) / {epochs}; "
+        f"medians of {repeats} rounds"
+    )
+    print(f"{'':>34} {'wall':>9} {'CPU':>9} {'wall ratio':>11} {'CPU ratio':>10}")
+    for name, timings in rounds.items():
+        wall = statistics.median(t[0] for t in timings)
+        cpu = statistics.median(t[1] for t in timings)
+        wall_ratio = wall / statistics.median(t[0] for t in hand)
+        cpu_ratio = cpu / statistics.median(t[1] for t in hand)
+        print(
+            f"{name:>34} {wall * 1000:7.2f}ms {cpu * 1000:7.2f}ms {wall_ratio:11.3f} "
+            f"{cpu_ratio:10.3f}"
+        )
+    for name in names[:2]:
+        walls = sorted(t[0] / h[0] for t, h in zip(rounds[name], hand, strict=True))
+        cpus = sorted(t[1] / h[1] for t, h in zip(rounds[name], hand, strict=True))
+        print(
+            f"{name:>34} per-epoch overhead ratio, round by round: wall "
+            f"{walls[0]:.3f}-{walls[-1]:.3f}, CPU {cpus[0]:.3f}-{cpus[-1]:.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lightning", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--whole-process",
+        action="store_true",
+        help="time whole commands, each in its own process; --epochs beyond the first 2",
+    )
     args = parser.parse_args()
+    if args.whole_process:
+        whole_process(args.repeats, args.epochs)
+        return
     if args.lightning:  # in a process of its own: importing Lightning slows later torch loops
         report(
             *alternate(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,16 +135,19 @@ def _rows_problems(file: str, numbers: list[Any], needed: Any) -> list[str]:
 
 
 class CheckpointPolicy:
-    """When to save: every N epochs, never (0), or `auto`: once the time since the last save is
-    AUTO_RATIO times what that save cost, so checkpoints cost about 1/AUTO_RATIO of the run
-    whatever the model's size. The final epoch is always saved."""
+    """When to save: every N epochs, never (0), or `auto`: at most once per AUTO_INTERVAL
+    seconds of wall time, the run's start counting as a save. A run of a few seconds gains
+    nothing from resuming, and its metrics are kept per epoch anyway, so it saves its final
+    epoch alone; a long one loses at most AUTO_INTERVAL of training to a kill, whatever its
+    epochs cost. The final epoch is always saved (N or auto), so a finished run can be trained
+    on with `--resume --epochs`."""
 
-    AUTO_RATIO = 20
+    AUTO_INTERVAL = 30.0  # seconds of wall time between automatic saves, at least
 
-    def __init__(self, every: int | str, epochs: int):
+    def __init__(self, every: int | str, epochs: int, clock: Callable[[], float] = time.monotonic):
         self.every, self.epochs = every, epochs
-        self.cost: float | None = None  # seconds the last save took
-        self.saved_at = time.perf_counter()
+        self.clock = clock
+        self.saved_at = clock()  # when the last save ended; the first waits from the start
 
     def due(self, epoch: int) -> bool:
         if self.every == 0:
@@ -152,13 +155,11 @@ class CheckpointPolicy:
         if epoch == self.epochs:
             return True
         if self.every == "auto":
-            since = time.perf_counter() - self.saved_at
-            return self.cost is None or since >= self.AUTO_RATIO * self.cost
+            return self.clock() - self.saved_at >= self.AUTO_INTERVAL
         return epoch % self.every == 0
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        started = time.perf_counter()
+        """Around a save: the next automatic one waits AUTO_INTERVAL from its end."""
         yield
-        self.saved_at = time.perf_counter()
-        self.cost = self.saved_at - started
+        self.saved_at = self.clock()

@@ -414,46 +414,119 @@ def _check_resumable(run_dir: Path, history: store.RunHistory, epochs: int | Non
 
 def _execute(experiment, path, writer, records, summary, observer, start, stop=None) -> RunResult:
     """Train from `start` (epochs, steps done), keeping each epoch on disk as it ends."""
-    observer = observer or RunObserver()
-    cfg = experiment.config
-    checkpoints = CheckpointPolicy(cfg.checkpoint_every, cfg.epochs)
-    events = None
-    if cfg.tensorboard:  # from the rows as they are kept: the events `export tensorboard` writes
-        from lrsched_cli.tensorboard import RunEvents
+    lane = Lane(experiment, path, writer, records, summary, observer, start)
+    run_lanes([lane], SingleEngine(lane), stop)
+    if lane.failure is not None:
+        raise lane.failure
+    return lane.result
 
-        observer = events = RunEvents(path, observer)
 
-    def keep_epoch(record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
-        writer.append_epoch(record, steps)
-        records.append(record)
-        if checkpoints.due(record["epoch"]):
-            with checkpoints.timed():
-                save_checkpoint(experiment.state_dict(), path, record["epoch"], steps[-1][0])
-        writer.write_summary(_finish_summary(summary, records))
-        observer.on_epoch(record)
+class Lane:
+    """One run in the loop: its experiment, its files, the epochs it has kept, and how it
+    ended. The loop trains every lane alike, one alone or a fused group's many."""
 
-    try:  # from the first summary on, a Ctrl-C ends the run as `interrupted`
-        writer.write_summary(summary)
-        observer.on_start(path, cfg.epochs, experiment.steps_per_epoch)
-        with torch_threads(experiment.threads):
-            status = train(experiment, keep_epoch, observer, start, list(records), stop)
+    def __init__(self, experiment, path, writer, records, summary, observer, start):
+        self.experiment, self.path, self.writer = experiment, path, writer
+        self.records, self.summary = list(records), summary
+        self.observer = observer or RunObserver()
+        self.start, self.step = start, start[1]
+        cfg = experiment.config
+        self.checkpoints = CheckpointPolicy(cfg.checkpoint_every, cfg.epochs)
+        self.stopper = EarlyStopping.replay(cfg.early_stopping, self.records)
+        self.events = None
+        if (
+            cfg.tensorboard
+        ):  # from the rows as they are kept: the events `export tensorboard` writes
+            from lrsched_cli.tensorboard import RunEvents
+
+            self.observer = self.events = RunEvents(path, self.observer)
+        self.ended: str | None = None  # the loop's word for how training ended
+        self.failure: RunFailed | None = None
+        self.sync: Callable[[], None] = lambda: None  # the engine puts its weights in the model
+
+    @property
+    def result(self) -> RunResult:
+        return RunResult(self.path, self.summary["status"], self.summary)
+
+    def begin(self) -> None:
+        self.writer.write_summary(self.summary)
+        cfg = self.experiment.config
+        self.observer.on_start(self.path, cfg.epochs, self.experiment.steps_per_epoch)
+
+    def end_epoch(self, epoch, lrs, step_lrs, sums, seconds) -> None:
+        """Record one trained and validated epoch, hand it to the schedule, keep it on disk,
+        and say whether the run ends here."""
+        experiment = self.experiment
+        record = _epoch_record(experiment, epoch, lrs, *sums)
+        record.update(experiment.schedule.after_epoch(record))
+        finite = math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])
+        record["seconds"] = seconds
+        self.keep_epoch(record, [(self.step + i + 1, epoch, lr) for i, lr in enumerate(step_lrs)])
+        self.step += len(step_lrs)
+        if not finite and experiment.config.on_nonfinite == "stop":
+            self.ended = "diverged"
+        elif self.stopper is not None and self.stopper.update(record):
+            self.ended = "stopped_early"
+        elif epoch >= experiment.config.epochs:
+            self.ended = "completed"
+
+    def keep_epoch(self, record: dict[str, Any], steps: list[tuple[int, int, float]]) -> None:
+        self.writer.append_epoch(record, steps)
+        self.records.append(record)
+        if self.checkpoints.due(record["epoch"]):
+            with self.checkpoints.timed():
+                self.sync()
+                state = self.experiment.state_dict()
+                save_checkpoint(state, self.path, record["epoch"], steps[-1][0])
+        self.writer.write_summary(_finish_summary(self.summary, self.records))
+        self.observer.on_epoch(record)
+
+    def finish(self) -> None:
+        """The run's last word once training ended: its status, and the test split's metrics
+        for a completed run."""
+        status = self.ended
         if status == "stopped_early":
-            summary["stopped_early_at"] = records[-1]["epoch"]
+            self.summary["stopped_early_at"] = self.records[-1]["epoch"]
             status = "completed"
         if status == "completed":  # diverged or interrupted weights are no result to test
-            summary.update(evaluate_test(experiment))
-        summary["status"] = status
+            self.sync()
+            self.summary.update(evaluate_test(self.experiment))
+        self.summary["status"] = status
+
+    def fail(self, exc: BaseException) -> None:
+        self.summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        self.failure = RunFailed(self.path, exc)
+        self.failure.__cause__ = exc
+
+    def close(self) -> None:
+        _finish_summary(self.summary, self.records)
+        try:
+            _close(self.writer, self.summary, self.path)
+        except RunFailed as exc:
+            self.failure = self.failure or exc
+        if self.events is not None:
+            self.events.close(self.summary)
+
+
+def run_lanes(lanes: list[Lane], engine: Engine, stop: StopEvent | None = None) -> None:
+    """Train the lanes through `engine` until each has ended, then close each run's files;
+    every way a run can end is in its summary (and a failure in `lane.failure`)."""
+    try:  # from the first summary on, a Ctrl-C ends every unfinished run as `interrupted`
+        for lane in lanes:
+            lane.begin()
+        with torch_threads(lanes[0].experiment.threads):
+            train(lanes, engine, stop)
     except KeyboardInterrupt:
-        summary["status"] = "interrupted"
+        for lane in lanes:
+            if lane.summary["status"] == "running":
+                lane.summary["status"] = "interrupted"
     except Exception as exc:
-        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise RunFailed(path, exc) from exc
+        for lane in lanes:
+            if lane.summary["status"] == "running":
+                lane.fail(exc)
     finally:
-        _finish_summary(summary, records)
-        _close(writer, summary, path)
-        if events is not None:
-            events.close(summary)
-    return RunResult(path, summary["status"], summary)
+        for lane in lanes:
+            lane.close()
 
 
 def _close(writer: store.RunWriter, summary: dict[str, Any], path: Path) -> None:
@@ -471,46 +544,77 @@ def _close(writer: store.RunWriter, summary: dict[str, Any], path: Path) -> None
             raise RunFailed(path, exc) from exc
 
 
-def train(
-    experiment: Experiment,
-    keep_epoch: Callable,
-    observer: RunObserver,
-    start: tuple[int, int] = (0, 0),
-    done: list[dict[str, Any]] = (),
-    stop_event: StopEvent | None = None,
-) -> str:
-    """The loop: train every batch, validate, then hand the epoch to the schedule; returns the
-    status. The schedule decides what its two hooks do (schedule.py).
+class Engine(Protocol):
+    """What trains the lanes' epochs: one model alone, or a fused group's stacked models."""
 
-    `start` is (epochs, steps) already done and `done` their records, when resuming.
-    """
-    cfg, optimizer, schedule = experiment.config, experiment.optimizer, experiment.schedule
-    stopper = EarlyStopping.replay(cfg.early_stopping, done)
-    data = _to_device(experiment.dataset, experiment.device)
-    if start == (0, 0):
-        torch.manual_seed(experiment.dropout_seed)  # the global stream is dropout's alone
-    first_epoch, step = start
+    def begin(self) -> None: ...
+
+    def keep(self, lanes: list[Lane]) -> None: ...
+
+    def train_epoch(self, epoch: int, stop: _StopFlag) -> list[tuple[torch.Tensor, list[float]]]:
+        """Each kept lane's summed train loss (left on the device) and the lr of each step."""
+
+    def evaluate(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each kept lane's summed validation loss and correct count, left on the device."""
+
+
+def train(lanes: list[Lane], engine: Engine, stop_event: StopEvent | None = None) -> None:
+    """The loop: train every batch, validate, then hand each run's epoch to its schedule,
+    until every lane has ended (`lane.ended`); an ended lane leaves the engine. The schedule
+    decides what its two hooks do (schedule.py); the engine, how a batch is trained."""
+    epoch = lanes[0].start[0]
+    engine.begin()
     with _stop_after_batch_on_sigint(stop_event) as stop:
-        for epoch in range(first_epoch + 1, cfg.epochs + 1):
+        for lane in lanes:
+            if lane.start[0] >= lane.experiment.config.epochs:
+                lane.ended = "completed"  # killed after its last epoch was kept
+                lane.finish()
+        while active := [lane for lane in lanes if lane.ended is None]:
+            epoch += 1
+            engine.keep(active)
             started = time.perf_counter()
-            lrs = [float(group["lr"]) for group in optimizer.param_groups]  # before any step
-            train_sum, step_lrs = _train_epoch(experiment, data, epoch, stop, observer)
+            lrs = [_group_lrs(lane.experiment.optimizer) for lane in active]  # before any step
+            trained = engine.train_epoch(epoch, stop)
             if stop.requested:
-                return "interrupted"  # the unfinished epoch is not recorded
-            val_sum, correct = _evaluate(experiment.model, data, experiment.dataset.task)
+                for lane in active:  # the unfinished epoch is not recorded
+                    lane.ended = "interrupted"
+                    lane.finish()
+                return
+            validated = engine.evaluate()
             # One host sync per epoch: every sum stayed on the device until here.
-            train_total, val_total, n_correct = torch.stack([train_sum, val_sum, correct]).tolist()
-            record = _epoch_record(experiment, epoch, lrs, train_total, val_total, n_correct)
-            record.update(schedule.after_epoch(record))
-            finite = math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])
-            record["seconds"] = time.perf_counter() - started
-            keep_epoch(record, [(step + i + 1, epoch, lr) for i, lr in enumerate(step_lrs)])
-            step += len(step_lrs)
-            if not finite and cfg.on_nonfinite == "stop":
-                return "diverged"
-            if stopper is not None and stopper.update(record):
-                return "stopped_early"
-    return "completed"
+            sums = [(loss, *val) for (loss, _), val in zip(trained, validated, strict=True)]
+            totals = torch.stack([value for row in sums for value in row]).view(-1, 3).tolist()
+            seconds = time.perf_counter() - started
+            ended = zip(active, lrs, trained, totals, strict=True)
+            for lane, lane_lrs, (_, step_lrs), row in ended:
+                lane.end_epoch(epoch, lane_lrs, step_lrs, row, seconds)
+                if lane.ended is not None:
+                    lane.finish()
+
+
+def _group_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+    return [float(group["lr"]) for group in optimizer.param_groups]
+
+
+class SingleEngine:
+    """One run's model and torch optimizer, trained batch by batch."""
+
+    def __init__(self, lane: Lane):
+        self.lane, self.experiment = lane, lane.experiment
+        self.data = _to_device(self.experiment.dataset, self.experiment.device)
+
+    def begin(self) -> None:
+        if self.lane.start == (0, 0):
+            torch.manual_seed(self.experiment.dropout_seed)  # the global stream is dropout's alone
+
+    def keep(self, lanes: list[Lane]) -> None:
+        pass  # one lane: the loop ends when it does
+
+    def train_epoch(self, epoch: int, stop: _StopFlag) -> list[tuple[torch.Tensor, list[float]]]:
+        return [_train_epoch(self.experiment, self.data, epoch, stop, self.lane.observer)]
+
+    def evaluate(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [_evaluate(self.experiment.model, self.data, self.experiment.dataset.task)]
 
 
 class EarlyStopping:
