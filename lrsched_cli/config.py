@@ -417,6 +417,11 @@ class ExperimentConfig(_Closed):
         "auto",
         description="epochs between checkpoints; 0: none; auto: as often as costs at most ~5%",
     )
+    fuse: Literal["auto"] | bool = Field(
+        "auto",
+        description="compare: train with runs of the same model, data and optimizer in one "
+        "batched loop; auto: where it can; true: and say why where it cannot; false: never",
+    )
     on_nonfinite: Literal["stop", "continue"] = Field(
         "stop", description="a NaN or infinite loss: stop the run (diverged) or carry on"
     )
