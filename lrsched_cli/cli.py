@@ -10,7 +10,7 @@ import math
 import os
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -319,6 +319,13 @@ def compare(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the jobs and the run count; train nothing.")
     ] = False,
+    fuse: Annotated[
+        Literal["auto", "off"],
+        typer.Option(
+            help="Train the runs that share data, model and optimizer together in one batched "
+            "loop (auto), or every run alone (off).",
+        ),
+    ] = "auto",
 ) -> None:
     """Compare schedules over paired seeds: rank them, with 95% intervals and paired tests.
 
@@ -340,6 +347,8 @@ def compare(
             runs_dir = storage
         if no_checkpoints:
             overrides = [*(overrides or []), "checkpoint_every=0"]
+        if fuse == "off":
+            overrides = [*(overrides or []), "fuse=false"]
         found = comparing.collect_inputs(inputs, overrides or [], epochs)
         warnings = comparing.check_comparable(found, force)
         for warning in warnings:
@@ -387,6 +396,7 @@ def compare(
                     lint=lambda found: _warn_configs(found, strict),
                     pool=pool,
                     baseline=baseline,
+                    note=_print_notes(progress),
                 )
         except BaseException:
             if made_runs_dir:  # stopped before any run: leave no empty directory behind
@@ -894,10 +904,8 @@ def _compare_tuned(
                 pool=pool,
                 baseline=baseline,
                 center=lr_center,
-                on_notes=lambda lines: [
-                    progress.progress.console.print(_styled(("note: ", "yellow"), line))
-                    for line in lines
-                ],
+                on_notes=_print_notes(progress),
+                note=_print_notes(progress),
             )
     except BaseException:
         if made_runs_dir:
@@ -921,6 +929,14 @@ def _seed_range(seeds: list[int]) -> str:
     if seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
         return f"{seeds[0]}..{seeds[-1]}"
     return ", ".join(map(str, seeds))
+
+
+def _print_notes(progress) -> Callable[[list[str]], None]:
+    def show(lines: list[str]) -> None:
+        for line in lines:
+            progress.progress.console.print(_styled(("note: ", "yellow"), line))
+
+    return show
 
 
 def _print_jobs(rows: list[tuple[str, str]]) -> None:

@@ -165,12 +165,23 @@ class Checks:
     warnings: dict[str, list[str]] = field(default_factory=dict)  # the schedule's lint
     config_errors: dict[str, ConfigError] = field(default_factory=dict)  # the user's to fix
     crashes: dict[str, str] = field(default_factory=dict)  # anything else: its jobs fail
+    fusion: dict[str, Fusion] = field(default_factory=dict)  # configs with fuse not false
 
 
-def validate_configs(configs: list[ExperimentConfig]) -> Checks:
+@dataclass(frozen=True)
+class Fusion:
+    """Whether a config's runs can train in a fused group, and with which others."""
+
+    key: str | None  # runs whose configs have equal keys can share a group; None: they cannot
+    reason: str | None = None  # why not
+    limit: int = 1  # the most runs like these a worker's memory holds in one group
+
+
+def validate_configs(configs: list[ExperimentConfig], workers: int = 1) -> Checks:
     """Build each config once (no training), so a bad one stops the comparison before it starts;
-    collects each config's schedule warnings, as `lrsched plan` and `run` give them. A config
-    that crashes otherwise is that config's failure alone: the others still run."""
+    collects each config's schedule warnings, as `lrsched plan` and `run` give them, and
+    whether its runs can be fused (for `workers` workers). A config that crashes otherwise is
+    that config's failure alone: the others still run."""
     from lrsched_cli import planning, runner
 
     checks = Checks()
@@ -186,7 +197,73 @@ def validate_configs(configs: list[ExperimentConfig]) -> Checks:
             checks.crashes[cfg.name] = f"{type(exc).__name__}: {exc}"
         else:
             checks.warnings[cfg.name] = list(plan.warnings)
+            if cfg.fuse is not False:
+                checks.fusion[cfg.name] = _fusion_of(experiment, workers)
     return checks
+
+
+def _fusion_of(experiment: Any, workers: int) -> Fusion:
+    from lrsched_cli import fused
+
+    key = fused.fusion_key(experiment)
+    if isinstance(key, str):
+        return Fusion(None, key)
+    reason = fused.rehearse(experiment)
+    if reason is not None:
+        return Fusion(None, reason)
+    # A string: the key's torch dtypes would import torch where it is read
+    return Fusion(repr(key), limit=fused.group_limit(experiment, workers))
+
+
+def plan_units(jobs: list[Job], checks: Checks, workers: int) -> tuple[list[list[Job]], list[str]]:
+    """The jobs as units of work: fused groups of runs that share a fusion key, split so that
+    every worker gets one and none outgrows its memory, and runs alone. Larger units first, so
+    that no worker is left with a long one at the end. Also the notes on configs that asked to
+    be fused (`fuse: true`) and cannot be, or whose optimizer has no stacked update."""
+    shared: dict[str, list[Job]] = {}
+    units: list[list[Job]] = []
+    for job in jobs:
+        fusion = checks.fusion.get(job.config.name)
+        if fusion is None or fusion.key is None:
+            units.append([job])
+        else:
+            shared.setdefault(fusion.key, []).append(job)
+    for members in shared.values():
+        limit = min(checks.fusion[job.config.name].limit for job in members)
+        count = max(-(-len(members) // limit), min(workers, len(members) // 2), 1)
+        units += [members[i::count] for i in range(count)]
+    units.sort(key=len, reverse=True)
+    return units, _fusion_notes(jobs, checks, units)
+
+
+def _fusion_notes(jobs: list[Job], checks: Checks, units: list[list[Job]]) -> list[str]:
+    configs = {job.config.name: job.config for job in jobs}
+    fused = {job.config.name for unit in units if len(unit) > 1 for job in unit}
+    notes = []
+    for name, cfg in configs.items():
+        fusion = checks.fusion.get(name)
+        if fusion is not None and fusion.reason is not None:
+            notes.append(f"{name}: {fusion.reason}: its runs train one by one")
+        elif cfg.fuse is True and name not in fused:
+            notes.append(f"{name}: fuse: true, but {_alone_because(cfg, configs, checks)}")
+    return notes
+
+
+def _alone_because(cfg: ExperimentConfig, configs: dict[str, ExperimentConfig], checks) -> str:
+    """Which key keeps a config that asked to be fused out of every group."""
+    others = [
+        other for other in configs.values() if other.name != cfg.name and other.fuse is not False
+    ]
+    if not others:
+        return "it has one run and no other config to share a group with; it runs unfused"
+    ignore = ("name", "seed", "epochs", "fuse", "checkpoint_every", "tensorboard")
+    differing = [
+        key
+        for key in store.differing_keys([cfg.to_dict(), others[0].to_dict()])
+        if not key.startswith(("scheduler.", *ignore)) and key not in ("optimizer.lr",)
+    ]
+    keys = ", ".join(differing[:3]) or "its data or model shapes"
+    return f"it differs from {others[0].name} in {keys}; it runs unfused"
 
 
 def execute(
@@ -200,6 +277,7 @@ def execute(
     stop: StopFlag | None = None,
     files: dict[str, Path] | None = None,
     overrides: list[str] = (),
+    note: Callable[[list[str]], None] = lambda notes: None,
 ) -> list[JobResult]:
     """Check every config, then run the jobs on `workers` processes (in this one for 1).
 
@@ -215,6 +293,9 @@ def execute(
 
     `pool(workers, run_plots)` is the seam for other executors: any context manager yielding a
     concurrent.futures.Executor (a cluster engine's, say) can replace the local process pool.
+
+    Runs that can train together are fused (plan_units): each worker trains a group of them in
+    one batched loop (fused.py). `note` gets the notes on configs that cannot be fused.
     """
     stop = stop if stop is not None else StopFlag()
     configs = list({job.config.name: job.config for job in jobs}.values())
@@ -224,15 +305,21 @@ def execute(
         with _interrupts(stop):
             checks = validate_configs(configs)
             _accept(checks, lint, where)
+            units, notes = plan_units(jobs, checks, 1)
+            note(notes)
             results = []
-            for job in jobs:
+            for unit in units:
                 if stop.is_set():
                     break
-                if job.config.name in checks.crashes:
-                    results.append(_crashed(job, checks, where))
-                else:
-                    results.append(_run_job(job, runs_dir, None, run_plots, stop))
-                on_result(results[-1])
+                crashed = [
+                    _crashed(job, checks, where)
+                    for job in unit
+                    if job.config.name in checks.crashes
+                ]
+                ended = crashed or _run_unit(unit, runs_dir, None, run_plots, stop)
+                for result in ended:
+                    results.append(result)
+                    on_result(result)
             return results
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -240,10 +327,14 @@ def execute(
         try:
             with _interrupts(stop, getattr(executor, "stop", None)):
                 _import_what_gathering_needs()  # on the core left idle while the forkserver imports
-                checks = executor.submit(validate_configs, configs).result()
+                checks = executor.submit(validate_configs, configs, workers).result()
                 _accept(checks, lint, where)
+                if pool is not None:  # another executor's jobs run alone
+                    checks.fusion.clear()
+                units, notes = plan_units(jobs, checks, workers)
+                note(notes)
                 return _gather(
-                    executor, jobs, checks, where, (runs_dir, threads, run_plots), stop, on_result
+                    executor, units, checks, where, (runs_dir, threads, run_plots), stop, on_result
                 )
         except BaseException as exc:
             _stop_workers(executor, runs_dir, exc)
@@ -252,27 +343,29 @@ def execute(
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _gather(executor, jobs, checks, where, job_args, stop, on_result) -> list[JobResult]:
-    """Submit the jobs and collect their results as they end, until all have or Ctrl-C."""
+def _gather(executor, units, checks, where, job_args, stop, on_result) -> list[JobResult]:
+    """Submit the units and collect their results as they end, until all have or Ctrl-C."""
     runs_dir = job_args[0]
     results: list[JobResult] = []
     if stop.is_set():
         return results
     futures = {}
-    for job in jobs:
-        if job.config.name in checks.crashes:
-            results.append(_crashed(job, checks, where))
-            on_result(results[-1])
+    for unit in units:
+        if unit[0].config.name in checks.crashes:  # a unit holds one config's jobs, or fuses
+            for job in unit:
+                results.append(_crashed(job, checks, where))
+                on_result(results[-1])
+        elif len(unit) == 1:
+            futures[executor.submit(_run_job, unit[0], *job_args)] = unit
         else:
-            futures[executor.submit(_run_job, job, *job_args)] = job
+            futures[executor.submit(_run_group, unit, *job_args)] = unit
     pending = set(futures)
     while pending:
         # A short timeout, not a wait for the next result: the Ctrl-C handler only sets a
         # flag (a signal handler must take no lock), and this loop acts on it.
         done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
         for future in done:
-            result = _result_of(future, futures[future], runs_dir)
-            if result is not None:  # None: cancelled before it started
+            for result in _results_of(future, futures[future], runs_dir):
                 results.append(result)
                 on_result(result)
         if stop.is_set():
@@ -352,12 +445,15 @@ def _stop_workers(executor: Executor, runs_dir: Path, exc: BaseException) -> Non
     status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
     error = None if status == "interrupted" else f"stopped: {type(exc).__name__}: {exc}"
     for pid in terminate():
-        _mark_run(runs_dir, pid, status, error)
+        marked: set[Path] = set()
+        while (path := _mark_run(runs_dir, {"pid": pid}, status, error)) not in marked:
+            marked.add(path)  # a fused group leaves several; None or a repeat: all are marked
 
 
-def _mark_run(runs_dir: Path, pid: int, status: str, error: str | None) -> Path | None:
-    """How the run that the dead worker `pid` left `running` ended; returns its directory."""
-    match = {"pid": pid, "hostname": socket.gethostname()}
+def _mark_run(runs_dir: Path, match: dict[str, Any], status: str, error: str | None):
+    """How a run that a dead worker left `running` ended (`match`: its pid, and its name and
+    seed where the worker trained a group); returns its directory, or None."""
+    match = {**match, "hostname": socket.gethostname()}
     return store.end_running_run(runs_dir, match, status, error)
 
 
@@ -375,6 +471,7 @@ def compare(
     pool: Callable[[int, bool], AbstractContextManager[Executor]] | None = None,
     baseline: str | None = None,
     tuning: dict[str, Any] | None = None,
+    note: Callable[[list[str]], None] = lambda notes: None,
 ) -> Comparison:
     """Run the configs over the seeds, gather them with the finished runs, and write the
     comparison's files into `out_dir`. Pairs are tested all against all, or each against
@@ -408,6 +505,7 @@ def compare(
                 files=inputs.files,
                 overrides=inputs.overrides,
                 pool=pool,
+                note=note,
             )
         else:
             check({})
@@ -515,31 +613,78 @@ def _run_job(
     return result
 
 
+def _run_unit(unit: list[Job], *args: Any) -> list[JobResult]:
+    """A unit of work in this process: a job alone, or a fused group."""
+    return [_run_job(unit[0], *args)] if len(unit) == 1 else _run_group(unit, *args)
+
+
+def _run_group(
+    unit: list[Job],
+    runs_dir: Path,
+    threads: int | None,
+    run_plots: bool,
+    stop: StopFlag | None = None,
+) -> list[JobResult]:
+    """Train the unit's jobs together in one fused group (fused.py): a result for each, and
+    the group's failure in each's error."""
+    import torch
+
+    from lrsched_cli import fused, plots
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    try:
+        outcomes = fused.run_group(
+            [(job.config, job.label) for job in unit], runs_dir, stop or _worker_stop
+        )
+    except Exception as exc:  # noqa: BLE001 - each run of the group fails with it
+        error = f"{type(exc).__name__}: {exc}"
+        return [JobResult(job.config.name, job.config.seed, "failed", error=error) for job in unit]
+    seconds = time.perf_counter() - started
+    results = []
+    for job, outcome in zip(unit, outcomes, strict=True):
+        error = outcome.summary.get("error")
+        result = JobResult(
+            job.config.name, job.config.seed, outcome.status, str(outcome.path), error, seconds
+        )
+        if run_plots:
+            try:
+                plots.plot_run(store.read_run(outcome.path), outcome.path)
+            except Exception as exc:  # noqa: BLE001 - the run is kept; its plots are not
+                result.error = f"plotting: {type(exc).__name__}: {exc}"
+        results.append(result)
+    return results
+
+
 def _import_what_gathering_needs() -> None:
     """The statistics and the overlay plots need scipy and matplotlib once the runs are done."""
     import matplotlib.figure  # noqa: F401
     import scipy.stats  # noqa: F401
 
 
-def _result_of(future: Future, job: Job, runs_dir: Path) -> JobResult | None:
-    """The job's result; None for a job cancelled before it started (after a Ctrl-C)."""
+def _results_of(future: Future, unit: list[Job], runs_dir: Path) -> list[JobResult]:
+    """The unit's results; none for a unit cancelled before it started (after a Ctrl-C)."""
     if future.cancelled():
-        return None
+        return []
     try:
-        return future.result()
-    except WorkerDied as exc:  # killed, out of memory: this job alone
+        result = future.result()
+    except WorkerDied as exc:  # killed, out of memory: this unit alone
         error = str(exc)
-        path = _mark_run(runs_dir, exc.pid, "failed", error)
-        return JobResult(
-            job.config.name, job.config.seed, "failed", str(path) if path else None, error
-        )
+        ended = []
+        for job in unit:
+            match = {"pid": exc.pid, "name": job.config.name, "seed": job.config.seed}
+            path = _mark_run(runs_dir, match, "failed", error)
+            ended.append(
+                JobResult(
+                    job.config.name, job.config.seed, "failed", str(path) if path else None, error
+                )
+            )
+        return ended
     except Exception as exc:  # another executor's failure (a cluster's lost node)
-        return JobResult(
-            job.config.name,
-            job.config.seed,
-            "failed",
-            error=f"worker died: {type(exc).__name__}: {exc}",
-        )
+        error = f"worker died: {type(exc).__name__}: {exc}"
+        return [JobResult(job.config.name, job.config.seed, "failed", error=error) for job in unit]
+    return result if isinstance(result, list) else [result]
 
 
 @contextmanager

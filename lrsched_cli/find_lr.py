@@ -91,8 +91,8 @@ def sweep(
 ) -> str:
     """Step through the grid, one batch per lr, filling `curve`; returns the status."""
     lrs = curve.grid.lrs()
-    data = runner._to_device(experiment.dataset, experiment.device)
-    model, loss_fn = experiment.model, runner._loss_function(experiment.dataset.task)
+    data = runner.to_device(experiment.dataset, experiment.device)
+    model, loss_fn = experiment.model, runner.loss_function(experiment.dataset.task)
     # A fresh optimizer: the one prepare() made has already been moved by the config's
     # scheduler (LambdaLR scales its lr, OneCycleLR rewrites lr and momentum at construction).
     optimizer = build_optimizer(model.parameters(), experiment.config.optimizer)

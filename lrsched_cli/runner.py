@@ -300,7 +300,7 @@ def run_experiment(
     path = store.create_run_dir(runs_dir, label or cfg.name, timestamp=label is None)
     with store.locked(path):
         writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
-        summary = {**_start_summary(experiment), "warnings": warnings}
+        summary = {**start_summary(experiment), "warnings": warnings}
         return _execute(experiment, path, writer, [], summary, observer, (0, 0), stop)
 
 
@@ -369,7 +369,7 @@ def _continue(experiment, run_dir, history, state, extended: bool, observer) -> 
     # The test metrics belong to the final weights of a completed run: these will be others.
     ended = ("error", "stopped_early_at", "test_loss", "test_accuracy")
     earlier = {k: v for k, v in history.summary.items() if k not in ended}
-    summary = {**earlier, **_start_summary(experiment), "resumed_from_epoch": done[0]}
+    summary = {**earlier, **start_summary(experiment), "resumed_from_epoch": done[0]}
     summary["started_unix"] = earlier.get("started_unix", summary["started_unix"])
     if extended:
         summary["warnings"] = lint_experiment(experiment)
@@ -601,7 +601,7 @@ class SingleEngine:
 
     def __init__(self, lane: Lane):
         self.lane, self.experiment = lane, lane.experiment
-        self.data = _to_device(self.experiment.dataset, self.experiment.device)
+        self.data = to_device(self.experiment.dataset, self.experiment.device)
 
     def begin(self) -> None:
         if self.lane.start == (0, 0):
@@ -651,7 +651,7 @@ class EarlyStopping:
 def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor, list[float]]:
     model, optimizer, schedule = experiment.model, experiment.optimizer, experiment.schedule
     batch_size, total = experiment.config.data.batch_size, experiment.steps_per_epoch
-    loss_fn = _loss_function(experiment.dataset.task)
+    loss_fn = loss_function(experiment.dataset.task)
     order = torch.randperm(len(data.x_train), generator=experiment.batch_generator)
     order = order.to(data.x_train.device, non_blocking=True)
     x_epoch, y_epoch = data.x_train[order], data.y_train[order]  # one gather; batches are views
@@ -703,7 +703,7 @@ def _evaluate_split(
     model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, task: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
-    loss_fn = _loss_function(task)
+    loss_fn = loss_function(task)
     loss_sum = torch.zeros((), device=x_all.device)
     correct = torch.zeros((), device=x_all.device)
     for start in range(0, len(x_all), EVAL_BATCH):
@@ -715,11 +715,11 @@ def _evaluate_split(
     return loss_sum, correct
 
 
-def _loss_function(task: str) -> nn.Module:
+def loss_function(task: str) -> nn.Module:
     return nn.CrossEntropyLoss() if task == CLASSIFICATION else nn.MSELoss()
 
 
-def _to_device(dataset: Dataset, device: torch.device) -> Dataset:
+def to_device(dataset: Dataset, device: torch.device) -> Dataset:
     """The whole dataset lives on the device: batches are slices, never host-to-device copies."""
     pin = device.type == "cuda"
     return Dataset(
@@ -743,7 +743,7 @@ def _epoch_record(experiment, epoch, lrs, train_total, val_total, n_correct) -> 
     return record
 
 
-def _start_summary(experiment: Experiment) -> dict[str, Any]:
+def start_summary(experiment: Experiment) -> dict[str, Any]:
     cfg = experiment.config
     return {
         "name": cfg.name,

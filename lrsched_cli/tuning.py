@@ -451,6 +451,7 @@ def tune_and_compare(
     center: str = "config",
     notes: list[str] = (),
     on_notes: Callable[[list[str]], None] = lambda notes: None,
+    note: Callable[[list[str]], None] = lambda notes: None,
 ) -> tuple[comparing.Comparison, TuningResult]:
     """Tune every config's peak lr on `tune_seeds` (runs under out_dir/tuning), then compare the
     picks on `seeds`, ranked by the test metric that matches `metric`."""
@@ -459,7 +460,7 @@ def tune_and_compare(
     linted = False
 
     def run(jobs: list[comparing.Job], owners: dict[str, tuple[str, float]]):
-        nonlocal linted
+        nonlocal linted, note
         # The schedules' lint is shown once, before the first tuning run; --strict stops there.
         check = lint if not linted else (lambda found: None)
         linted = True
@@ -477,7 +478,9 @@ def tune_and_compare(
             files=files,
             overrides=inputs.overrides,
             pool=pool,
+            note=note,
         )
+        note = _no_notes  # the same configs, the same notes: shown once
         if stop.is_set():
             raise KeyboardInterrupt
         return results
@@ -509,5 +512,10 @@ def tune_and_compare(
         pool=pool,
         baseline=baseline,
         tuning=result.document(),
+        note=note,
     )
     return comparison, result
+
+
+def _no_notes(notes: list[str]) -> None:
+    pass

@@ -1,0 +1,296 @@
+"""A fused group: runs of one model architecture trained together, their parameters stacked and
+one vmapped forward and backward per step (torch.func), as torch documents model ensembling.
+
+Each run stays a run of its own: its own data, split and batch order (its seed's streams), its
+own torch optimizer and scheduler, its own run directory written by the runner's lanes. The
+scheduler steps that optimizer exactly as it would alone; the optimizer itself never updates a
+weight (its parameters have no gradient). Before each epoch, every run's schedule is stepped
+through the epoch's steps and the lr (and momentum or betas) of each step read from its
+optimizer, so the stacked update (stacked_optim.py) gets them as one [steps, runs] table: one
+host-to-device copy per epoch, and one sync, when the epoch's sums are read.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from lrsched_cli import runner, stacked_optim, store
+from lrsched_cli.config import ExperimentConfig
+
+# The share of the memory free at the start that a worker's group may take; the rest is for
+# other workers, the data's copies and torch's own allocations.
+MEMORY_SHARE = 0.5
+# Activations, their gradients and vmap's batched copies, per element of a layer's output.
+ACTIVATION_COPIES = 4
+
+
+def fusion_key(experiment: runner.Experiment) -> tuple | str:
+    """What runs must share to train in one group (their key), or why this run cannot."""
+    reason = stacked_optim.unsupported_reason(experiment.optimizer)
+    if reason is not None:
+        return reason
+    model = experiment.model
+    if any(True for _ in model.buffers()):
+        return f"model.name: {experiment.config.model.name} has buffers (batch norm statistics)"
+    dataset = experiment.dataset
+    shapes = [
+        (tuple(t.shape), t.dtype)
+        for t in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+    ]
+    test = None if dataset.x_test is None else (tuple(dataset.x_test.shape), dataset.y_test.dtype)
+    return (
+        str(experiment.device),
+        repr(model),  # the architecture: layer types, sizes, activations, dropout
+        tuple((name, tuple(p.shape), p.dtype) for name, p in model.named_parameters()),
+        tuple(shapes),
+        test,
+        dataset.task,
+        experiment.config.data.batch_size,
+        stacked_optim.signature(experiment.optimizer),
+        experiment.threads,
+    )
+
+
+def rehearse(experiment: runner.Experiment) -> str | None:
+    """Train two stacked copies for one step on a real batch, on the CPU and off every stream:
+    a model torch.func cannot batch (a factory's .item() in forward, say) is known before any
+    run starts. None when it can."""
+    lane = _StandIn(experiment)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            engine = FusedEngine([lane, lane], device=torch.device("cpu"))
+            x = engine.x_train[:, : experiment.config.data.batch_size]
+            y = engine.y_train[:, : experiment.config.data.batch_size]
+            engine.gradients(x, y)
+    except Exception as exc:  # a user's model can fail in any way
+        return f"model.name: {experiment.config.model.name} does not train under vmap: {exc}"
+    return None
+
+
+def group_limit(experiment: runner.Experiment, workers: int) -> int:
+    """How many runs like this one a worker may train in one group: its share of the free
+    memory over one run's weights, optimizer state, data and activations."""
+    per_run = _run_bytes(experiment)
+    free = _free_bytes(experiment.device)
+    return max(1, int(free * MEMORY_SHARE / max(1, workers) // per_run))
+
+
+def _run_bytes(experiment: runner.Experiment) -> int:
+    model, dataset = experiment.model, experiment.dataset
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    # weights, gradients, two optimizer states, and the copy written back for a checkpoint
+    weights *= 5
+    tensors = [dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val]
+    data = sum(t.numel() * t.element_size() for t in tensors) * 2  # and the epoch's shuffled copy
+    batch = dataset.x_train[: experiment.config.data.batch_size]
+    return weights + data + ACTIVATION_COPIES * _activation_bytes(model, batch) + runner.EVAL_BATCH
+
+
+def _activation_bytes(model: nn.Module, batch: torch.Tensor) -> int:
+    """The bytes of every module's output for one batch: what a backward pass keeps."""
+    sizes: list[int] = []
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(batch.to(next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(sizes)
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30  # no /proc (macOS): assume 4 GiB
+
+
+def run_group(
+    jobs: list[tuple[ExperimentConfig, str]], runs_dir: Path, stop: runner.StopEvent | None = None
+) -> list[runner.RunResult]:
+    """Train the jobs (config, run directory name) together; each gets its own run directory
+    with the files, columns and statuses of a run alone, and `fused`/`group_size` in its
+    summary. A failure fails every run of the group, each saying why."""
+    experiments = [runner.prepare(cfg) for cfg, _ in jobs]
+    with ExitStack() as held:
+        lanes = []
+        for experiment, (_, label) in zip(experiments, jobs, strict=True):
+            path = store.create_run_dir(runs_dir, label, timestamp=False)
+            held.enter_context(store.locked(path))
+            writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
+            summary = {
+                **runner.start_summary(experiment),
+                "warnings": runner.lint_experiment(experiment),
+                "fused": True,
+                "group_size": len(jobs),
+            }
+            lanes.append(runner.Lane(experiment, path, writer, [], summary, None, (0, 0)))
+        try:
+            engine = FusedEngine(lanes)
+        except BaseException as exc:
+            for lane in lanes:
+                lane.fail(exc)
+                lane.close()
+            raise
+        runner.run_lanes(lanes, engine, stop)
+    return [lane.result for lane in lanes]
+
+
+class FusedEngine:
+    """The lanes' models stacked along a first dimension of size len(lanes)."""
+
+    def __init__(self, lanes: list[runner.Lane], device: torch.device | None = None):
+        first = lanes[0].experiment
+        self.lanes = list(lanes)
+        self.device = device or first.device
+        self.task, self.batch_size = first.dataset.task, first.config.data.batch_size
+        self.steps = first.steps_per_epoch
+        self.loss_fn = runner.loss_function(self.task)
+        self.model = copy.deepcopy(first.model).to(self.device)  # the architecture, called
+        params, self.buffers = stack_module_state([lane.experiment.model for lane in lanes])
+        self.names = list(params)
+        self.params = [params[name].detach().to(self.device) for name in self.names]
+        self.optimizer = stacked_optim.StackedOptimizer(
+            type(first.optimizer).__name__, self.params, stacked_optim.signature(first.optimizer)
+        )
+        data = [runner.to_device(lane.experiment.dataset, self.device) for lane in lanes]
+        self.x_train, self.y_train, self.x_val, self.y_val = (
+            torch.stack([getattr(d, name) for d in data])
+            for name in ("x_train", "y_train", "x_val", "y_val")
+        )
+        self._step = vmap(grad_and_value(self._loss))
+        self._forward = vmap(self._call)
+        for lane in self.lanes:
+            lane.sync = functools.partial(self.sync, lane)
+
+    def _call(self, params, buffers, x):
+        return functional_call(self.model, (params, buffers), (x,))
+
+    def _loss(self, params, buffers, x, y):
+        return self.loss_fn(self._call(params, buffers, x), y)
+
+    def begin(self) -> None:
+        for lane in self.lanes:
+            # The stand-in steps once: nothing changes (its parameters have no gradient), and
+            # its scheduler knows the optimizer stepped before it.
+            lane.experiment.optimizer.step()
+
+    def keep(self, lanes: list[runner.Lane]) -> None:
+        """Drop the lanes that ended (diverged, stopped early, done): the rest go on alone."""
+        if len(lanes) == len(self.lanes):
+            return
+        index = torch.tensor([self.lanes.index(lane) for lane in lanes], device=self.device)
+        self.params = [p.index_select(0, index) for p in self.params]
+        self.buffers = {name: b.index_select(0, index) for name, b in self.buffers.items()}
+        self.optimizer.select(index)
+        self.optimizer.set_params(self.params)
+        for name in ("x_train", "y_train", "x_val", "y_val"):
+            setattr(self, name, getattr(self, name).index_select(0, index))
+        self.lanes = list(lanes)
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor):
+        """Each run's gradients and loss on its own batch (x, y: [runs, batch, ...])."""
+        return self._step(dict(zip(self.names, self.params, strict=True)), self.buffers, x, y)
+
+    def train_epoch(self, epoch: int, stop) -> list[tuple[torch.Tensor, list[float]]]:
+        orders = torch.stack(
+            [
+                torch.randperm(
+                    len(lane.experiment.dataset.x_train), generator=lane.experiment.batch_generator
+                )
+                for lane in self.lanes
+            ]
+        ).to(self.device, non_blocking=True)
+        rows = torch.arange(len(self.lanes), device=self.device)[:, None]
+        x_epoch, y_epoch = self.x_train[rows, orders], self.y_train[rows, orders]
+        hyper, step_lrs = self._schedules_ahead()
+        loss_sum = torch.zeros(len(self.lanes), device=self.device)
+        size = self.batch_size
+        self.model.train()
+        for index in range(self.steps):
+            x = x_epoch[:, index * size : (index + 1) * size]
+            y = y_epoch[:, index * size : (index + 1) * size]
+            grads, losses = self.gradients(x, y)
+            step = {key: values[index] for key, values in hyper.items()}
+            self.optimizer.step([grads[name] for name in self.names], step)
+            loss_sum += losses.detach() * x.shape[1]
+            if stop.requested:
+                break
+        return [(loss_sum[k], lrs) for k, lrs in enumerate(step_lrs)]
+
+    def _schedules_ahead(self) -> tuple[dict[str, torch.Tensor], list[list[float]]]:
+        """Step every run's schedule through the epoch, reading each step's numbers from its
+        optimizer before the step, as a run alone reads them: {key: [steps, runs]}."""
+        table: list[list[dict[str, float]]] = []
+        for _ in range(self.steps):
+            table.append(
+                [stacked_optim.hyperparameters(lane.experiment.optimizer) for lane in self.lanes]
+            )
+            for lane in self.lanes:
+                lane.experiment.schedule.after_optimizer_step()
+        keys = table[0][0]
+        pin = self.device.type == "cuda"
+        hyper = {}
+        for key in keys:
+            values = torch.tensor(
+                [[row[key] for row in step] for step in table], dtype=torch.float64
+            )
+            hyper[key] = (values.pin_memory() if pin else values).to(self.device, non_blocking=pin)
+        step_lrs = [[step[k]["lr"] for step in table] for k in range(len(self.lanes))]
+        return hyper, step_lrs
+
+    @torch.no_grad()
+    def evaluate(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        self.model.eval()
+        params = dict(zip(self.names, self.params, strict=True))
+        runs = len(self.lanes)
+        loss_sum = torch.zeros(runs, device=self.device)
+        correct = torch.zeros(runs, device=self.device)
+        for start in range(0, self.x_val.shape[1], runner.EVAL_BATCH):
+            x = self.x_val[:, start : start + runner.EVAL_BATCH]
+            y = self.y_val[:, start : start + runner.EVAL_BATCH]
+            output = self._forward(params, self.buffers, x)
+            loss_sum += vmap(self.loss_fn)(output, y) * x.shape[1]
+            if self.task == runner.CLASSIFICATION:
+                correct += (output.argmax(dim=-1) == y).sum(dim=1)
+        return [(loss_sum[k], correct[k]) for k in range(runs)]
+
+    @torch.no_grad()
+    def sync(self, lane: runner.Lane) -> None:
+        """Put the lane's stacked weights and optimizer state into its own model and torch
+        optimizer, where a checkpoint and the test evaluation read them."""
+        k = self.lanes.index(lane)
+        optimizer = lane.experiment.optimizer
+        own = list(lane.experiment.model.parameters())
+        for param, stacked in zip(own, self.params, strict=True):
+            param.copy_(stacked[k])
+        for param, state in zip(own, self.optimizer.state_of(k), strict=True):
+            optimizer.state[param] = state
+
+
+class _StandIn:
+    """A lane for rehearse(): an experiment and nothing to write."""
+
+    def __init__(self, experiment: runner.Experiment):
+        self.experiment = experiment
+        self.sync: Any = None
