@@ -136,18 +136,21 @@ def _rows_problems(file: str, numbers: list[Any], needed: Any) -> list[str]:
 
 class CheckpointPolicy:
     """When to save: every N epochs, never (0), or `auto`: at most once per AUTO_INTERVAL
-    seconds of wall time, the run's start counting as a save. A run of a few seconds gains
-    nothing from resuming, and its metrics are kept per epoch anyway, so it saves its final
-    epoch alone; a long one loses at most AUTO_INTERVAL of training to a kill, whatever its
-    epochs cost. The final epoch is always saved (N or auto), so a finished run can be trained
-    on with `--resume --epochs`."""
+    seconds of wall time (the run's start counts as a save), and never sooner than COST_RATIO
+    times what the last save took, so a save slower than AUTO_INTERVAL / COST_RATIO still
+    costs about 1/COST_RATIO of the run at most. A run of a few seconds gains nothing from
+    resuming, and its metrics are kept per epoch anyway: it saves its final epoch alone. The
+    final epoch is always saved (N or auto), so a finished run can be trained on with
+    `--resume --epochs`."""
 
-    AUTO_INTERVAL = 30.0  # seconds of wall time between automatic saves, at least
+    AUTO_INTERVAL = 30.0  # seconds of wall time from the end of one automatic save to the next
+    COST_RATIO = 20
 
     def __init__(self, every: int | str, epochs: int, clock: Callable[[], float] = time.monotonic):
         self.every, self.epochs = every, epochs
         self.clock = clock
         self.saved_at = clock()  # when the last save ended; the first waits from the start
+        self.cost = 0.0  # seconds the last save took
 
     def due(self, epoch: int) -> bool:
         if self.every == 0:
@@ -155,11 +158,14 @@ class CheckpointPolicy:
         if epoch == self.epochs:
             return True
         if self.every == "auto":
-            return self.clock() - self.saved_at >= self.AUTO_INTERVAL
+            wait = max(self.AUTO_INTERVAL, self.COST_RATIO * self.cost)
+            return self.clock() - self.saved_at >= wait
         return epoch % self.every == 0
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        """Around a save: the next automatic one waits AUTO_INTERVAL from its end."""
+        """Around a save: the next automatic one waits from its end."""
+        started = self.clock()
         yield
         self.saved_at = self.clock()
+        self.cost = self.saved_at - started

@@ -415,7 +415,7 @@ class ExperimentConfig(_Closed):
     )
     checkpoint_every: AutoOr(0) = Field(
         "auto",
-        description="epochs between checkpoints; 0: none; auto: as often as costs at most ~5%",
+        description="epochs between checkpoints; 0: none; auto: at most one save per 30 s",
     )
     fuse: Literal["auto"] | bool = Field(
         "auto",

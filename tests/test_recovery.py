@@ -149,16 +149,27 @@ def test_resume_from_an_older_checkpoint_redoes_later_epochs(tmp_path):
     assert resumed.summary["resumed_from_epoch"] == 2
 
 
-def test_auto_checkpoints_bound_their_cost():
-    policy = CheckpointPolicy("auto", epochs=100)
-    assert policy.due(1)  # the first save measures the cost
+def test_auto_checkpoints_save_at_most_once_per_interval():
+    now = [0.0]
+    policy = CheckpointPolicy("auto", epochs=100, clock=lambda: now[0])
+    assert policy.AUTO_INTERVAL == 30
+    now[0] = 29.9  # a run of a few seconds: no save before its final epoch
+    assert not policy.due(1)
+    now[0] = 30.0
+    assert policy.due(2)
     with policy.timed():
-        time.sleep(0.01)
-    assert policy.cost >= 0.01
-    policy.cost = 10.0  # a 10 s save: the next waits 200 s, however loaded the machine is
-    assert not policy.due(2)
-    policy.saved_at -= 201
-    assert policy.due(3)
+        now[0] = 30.5  # a half-second save: the next waits 30 s from its end
+    assert policy.cost == 0.5
+    now[0] = 60.4
+    assert not policy.due(3)
+    now[0] = 60.5
+    assert policy.due(4)
+    with policy.timed():
+        now[0] = 70.5  # a 10 s save: the next waits COST_RATIO x 10 s, not 30 s
+    now[0] = 70.5 + 199
+    assert not policy.due(5)
+    now[0] = 70.5 + 200
+    assert policy.due(6)
     assert policy.due(100) and not CheckpointPolicy(0, 100).due(100)
     every_3 = CheckpointPolicy(3, 10)
     assert [e for e in range(1, 11) if every_3.due(e)] == [3, 6, 9, 10]
