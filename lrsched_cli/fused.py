@@ -42,6 +42,9 @@ def fusion_key(experiment: runner.Experiment) -> tuple | str:
     if reason is not None:
         return reason
     model = experiment.model
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and type(module) is not nn.Dropout:
+            return f"model.name: {type(module).__name__} has no per-run stream in a fused group"
     if any(True for _ in model.buffers()):
         return f"model.name: {experiment.config.model.name} has buffers (batch norm statistics)"
     dataset = experiment.dataset
@@ -171,6 +174,12 @@ class FusedEngine:
         self.steps = first.steps_per_epoch
         self.loss_fn = runner.loss_function(self.task)
         self.model = copy.deepcopy(first.model).to(self.device)  # the architecture, called
+        batch = first.dataset.x_train[: self.batch_size].to(self.device)
+        self.dropouts = _lane_dropouts(self.model, batch)
+        for lane in lanes:  # each run's dropout masks come from its own stream
+            experiment = lane.experiment
+            generator = torch.Generator(self.device).manual_seed(experiment.dropout_seed)
+            experiment.dropout_generator = generator
         params, self.buffers = stack_module_state([lane.experiment.model for lane in lanes])
         self.names = list(params)
         self.params = [params[name].detach().to(self.device) for name in self.names]
@@ -218,12 +227,13 @@ class FusedEngine:
         of fewer than EXACT_ROWS rows goes run by run: batched, its products take other
         kernels than a run alone's, which round differently."""
         params = dict(zip(self.names, self.params, strict=True))
+        buffers = {**self.buffers, **self._dropout_masks(x.shape[1])}
         if x.shape[1] >= EXACT_ROWS:
-            return self._step(params, self.buffers, x, y)
+            return self._step(params, buffers, x, y)
         ends = [
             self._lane_step(
                 {name: p[k] for name, p in params.items()},
-                {name: b[k] for name, b in self.buffers.items()},
+                {name: b[k] for name, b in buffers.items()},
                 x[k],
                 y[k],
             )
@@ -231,6 +241,22 @@ class FusedEngine:
         ]
         grads = {name: torch.stack([g[name] for g, _ in ends]) for name in self.names}
         return grads, torch.stack([loss for _, loss in ends])
+
+    def _dropout_masks(self, rows: int) -> dict[str, torch.Tensor]:
+        """This step's dropout masks, [runs, rows, ...] for each dropout layer, each run's drawn
+        from its own generator, layer after layer, as F.dropout draws them on the CPU."""
+        masks = {}
+        generators = [lane.experiment.dropout_generator for lane in self.lanes]
+        for name, p, shape in self.dropouts:
+            masks[f"{name}.mask"] = torch.stack(
+                [
+                    torch.empty((rows, *shape), device=self.device)
+                    .bernoulli_(1 - p, generator=generator)
+                    .div_(1 - p)
+                    for generator in generators
+                ]
+            )
+        return masks
 
     def train_epoch(self, epoch: int, stop) -> list[tuple[torch.Tensor, list[float]]]:
         orders = torch.stack(
@@ -306,6 +332,49 @@ class FusedEngine:
             param.copy_(stacked[k])
         for param, state in zip(own, self.optimizer.state_of(k), strict=True):
             optimizer.state[param] = state
+
+
+class _LaneDropout(nn.Module):
+    """nn.Dropout whose mask is given, as a buffer, at each step: under vmap each run's mask
+    comes in from its own stream."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.register_buffer("mask", torch.empty(0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask if self.training else x
+
+
+def _lane_dropouts(model: nn.Module, batch: torch.Tensor) -> list[tuple[str, float, tuple]]:
+    """Replace the model's active nn.Dropout layers with _LaneDropout; returns each one's name,
+    p and input shape (one sample's), in the order a forward pass reaches them."""
+    found: list[tuple[str, float, tuple]] = []
+
+    def record(name):
+        def hook(module, inputs):
+            found.append((name, module.p, tuple(inputs[0].shape[1:])))
+
+        return hook
+
+    dropouts = {
+        name: module
+        for name, module in model.named_modules()
+        if type(module) is nn.Dropout and module.p > 0
+    }
+    handles = [module.register_forward_pre_hook(record(name)) for name, module in dropouts.items()]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, module in dropouts.items():
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent), attribute, _LaneDropout(module.p))
+    return found
 
 
 class _StandIn:

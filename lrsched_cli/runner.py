@@ -103,6 +103,8 @@ class Experiment:
     batch_generator: torch.Generator
     dropout_seed: int
     threads: int  # torch CPU threads while training
+    # Dropout's stream: the global one for a run alone; in a fused group, a generator per run
+    dropout_generator: torch.Generator | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -124,7 +126,7 @@ class Experiment:
             "optimizer": self.optimizer.state_dict(),
             **self.schedule.state_dict(),
             "batch_rng": self.batch_generator.get_state(),
-            "dropout_rng": torch.get_rng_state(),
+            "dropout_rng": (self.dropout_generator or torch.random.default_generator).get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }
 
