@@ -754,6 +754,8 @@ def start_summary(experiment: Experiment) -> dict[str, Any]:
         "seed": cfg.seed,
         "device": str(experiment.device),
         "threads": experiment.threads,
+        "fused": False,  # trained alone; a fused group says so, and its size
+        "group_size": 1,
         "torch_version": torch.__version__,
         "lrsched_version": __version__,
         "pid": os.getpid(),

@@ -1,0 +1,228 @@
+"""Fused groups: runs trained together in one batched loop equal the same runs trained alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import tiny, write_config
+from lrsched_cli import compare, fused, runner, store
+from lrsched_cli.cli import app
+from lrsched_cli.config import validate
+
+# 240 rows to train: 7 steps of 32, then one of 16 (batched), or of 10 with 230 (run by run)
+DATA = {"name": "moons", "n_samples": 400, "batch_size": 32}
+SGD = {"name": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}
+ADAM = {"name": "Adam", "lr": 0.01, "weight_decay": 1e-3}
+ADAMW = {"name": "AdamW", "lr": 0.01, "weight_decay": 0.1}
+SCHEDULES = {
+    "cosine": {"name": "CosineAnnealingLR", "T_max": 5},
+    "onecycle": {"name": "OneCycleLR", "max_lr": 0.05},  # per step; cycles momentum or beta1
+    "plateau": {"name": "ReduceLROnPlateau", "patience": 0, "factor": 0.5, "warmup": {"epochs": 1}},
+    "none": {"name": "none"},
+}
+
+
+def config(name: str, scheduler: dict, seed: int = 0, optimizer: dict = SGD, **changes):
+    return validate(
+        tiny(
+            **{
+                "name": name,
+                "seed": seed,
+                "epochs": 5,
+                "threads": 1,
+                "data": DATA,
+                "model": {"name": "mlp", "hidden": [16, 16]},
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                **changes,
+            }
+        )
+    )
+
+
+def fused_and_alone(jobs, tmp_path):
+    together = fused.run_group(jobs, tmp_path / "fused")
+    alone = [runner.run_experiment(cfg, tmp_path / "alone", label=label) for cfg, label in jobs]
+    return together, alone
+
+
+def weights(path):
+    return torch.load(path / "checkpoint.pt", weights_only=False)["model"]
+
+
+def assert_same_run(fused_path, alone_path, bitwise: bool = True) -> None:
+    """Same lrs (exactly), statuses and epochs; the same weights (bitwise, or within 1e-5
+    relative); losses within 1e-5 relative."""
+    together, alone = store.read_run(fused_path), store.read_run(alone_path)
+    assert together.summary["status"] == alone.summary["status"]
+    assert len(together.epochs) == len(alone.epochs)
+    for key in ("lr", "momentum", "lr_event", "plateau_bad_epochs"):
+        assert [r.get(key) for r in together.epochs] == [r.get(key) for r in alone.epochs], key
+    assert [r["lr"] for r in together.steps] == [r["lr"] for r in alone.steps]
+    for a, b in zip(together.epochs, alone.epochs, strict=True):
+        for key in ("train_loss", "val_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, nan_ok=True), key
+    if (alone_path / "checkpoint.pt").exists():
+        mine, theirs = weights(fused_path), weights(alone_path)
+        for name in theirs:
+            if bitwise:
+                assert torch.equal(mine[name], theirs[name]), name
+            else:
+                torch.testing.assert_close(mine[name], theirs[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("optimizer", [SGD, ADAM, ADAMW], ids=["SGD", "Adam", "AdamW"])
+def test_fused_runs_equal_runs_alone(optimizer, tmp_path):
+    jobs = [
+        (config(name, scheduler, seed, optimizer), f"{name}-seed{seed}")
+        for seed in (0, 1)
+        for name, scheduler in SCHEDULES.items()
+    ]
+    together, alone = fused_and_alone(jobs, tmp_path)
+    for mine, theirs in zip(together, alone, strict=True):
+        assert mine.status == "completed"
+        assert mine.summary["fused"] is True and mine.summary["group_size"] == 8
+        assert theirs.summary["fused"] is False and theirs.summary["group_size"] == 1
+        assert "test_loss" in mine.summary
+        assert mine.summary["test_loss"] == pytest.approx(theirs.summary["test_loss"], rel=1e-5)
+        assert_same_run(mine.path, theirs.path)
+
+
+def test_short_batches_and_dropout_stay_bitwise(tmp_path):
+    """A last batch of 10 rows (trained run by run) and dropout masks from each run's stream."""
+    data = {**DATA, "n_samples": 384}
+    model = {"name": "mlp", "hidden": [16, 16], "dropout": 0.3}
+    jobs = [
+        (config(name, SCHEDULES[name], seed, data=data, model=model), f"{name}-seed{seed}")
+        for seed in (0, 1)
+        for name in ("cosine", "onecycle")
+    ]
+    assert runner.count_steps(runner.prepare(jobs[0][0]).dataset, 32) == 8
+    together, alone = fused_and_alone(jobs, tmp_path)
+    for mine, theirs in zip(together, alone, strict=True):
+        assert_same_run(mine.path, theirs.path)
+
+
+def test_a_diverged_run_leaves_the_group_and_the_others_go_on(tmp_path):
+    wild = {**SGD, "lr": 1e4}
+    jobs = [
+        (config("wild", SCHEDULES["none"], optimizer=wild), "wild"),
+        (config("early", SCHEDULES["none"], early_stopping={"patience": 1}), "early"),
+        (config("short", SCHEDULES["cosine"], epochs=3), "short"),
+        (config("cosine", SCHEDULES["cosine"]), "cosine"),
+    ]
+    together, alone = fused_and_alone(jobs, tmp_path)
+    statuses = [result.status for result in together]
+    assert statuses == [result.status for result in alone]
+    assert statuses[0] == "diverged" and statuses[2:] == ["completed", "completed"]
+    for mine, theirs in zip(together, alone, strict=True):
+        assert mine.summary.get("stopped_early_at") == theirs.summary.get("stopped_early_at")
+        assert_same_run(mine.path, theirs.path)
+
+
+class StopAfter:
+    """A stop event that is set once it has been asked `polls` times (once per step)."""
+
+    def __init__(self, polls: int):
+        self.polls = polls
+
+    def is_set(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    def set(self) -> None:
+        self.polls = -1
+
+
+def test_a_stopped_group_keeps_finished_epochs_and_each_run_resumes_alone(tmp_path):
+    jobs = [
+        (config(name, SCHEDULES[name], checkpoint_every=1), name) for name in ("cosine", "onecycle")
+    ]
+    stopped = fused.run_group(jobs, tmp_path / "fused", stop=StopAfter(8 + 3))  # in epoch 2
+    assert [result.status for result in stopped] == ["interrupted", "interrupted"]
+    for result in stopped:
+        assert len(store.read_run(result.path).epochs) == 1
+    for result, (cfg, label) in zip(stopped, jobs, strict=True):
+        resumed = runner.resume_experiment(result.path)
+        assert resumed.status == "completed"
+        alone = runner.run_experiment(cfg, tmp_path / "alone", label=label)
+        assert_same_run(result.path, alone.path)
+
+
+def test_what_cannot_be_fused_says_why():
+    rmsprop = runner.prepare(
+        config("rms", SCHEDULES["none"], optimizer={"name": "RMSprop", "lr": 0.01})
+    )
+    assert fused.fusion_key(rmsprop) == "optimizer.name: RMSprop has no stacked update"
+    norm = runner.prepare(config("norm", SCHEDULES["none"]))
+    norm.model.append(torch.nn.BatchNorm1d(2))
+    assert "buffers" in fused.fusion_key(norm)
+    plain = [runner.prepare(config(n, s)) for n, s in SCHEDULES.items()]
+    assert len({fused.fusion_key(experiment) for experiment in plain}) == 1
+    wider = runner.prepare(config("wide", SCHEDULES["none"], model={"name": "mlp", "hidden": [32]}))
+    assert fused.fusion_key(wider) != fused.fusion_key(plain[0])
+    assert fused.rehearse(plain[0]) is None
+
+
+def job(name: str, seed: int, **changes) -> compare.Job:
+    return compare.Job(validate(tiny(name=name, seed=seed, **changes)), f"{name}-seed{seed}")
+
+
+def test_groups_are_split_across_workers_and_by_memory():
+    jobs = [job(name, seed) for seed in range(10) for name in ("a", "b")]
+    checks = compare.Checks(fusion={n: compare.Fusion("key", limit=100) for n in ("a", "b")})
+    units, notes = compare.plan_units(jobs, checks, workers=2)
+    assert sorted(len(unit) for unit in units) == [10, 10] and not notes
+    assert sorted(job.label for unit in units for job in unit) == sorted(j.label for j in jobs)
+    checks.fusion["a"] = compare.Fusion("key", limit=3)
+    units, _ = compare.plan_units(jobs, checks, workers=2)
+    assert max(len(unit) for unit in units) <= 3 and len(units) == 7
+
+
+def test_configs_that_asked_to_be_fused_and_cannot_are_named_with_the_reason():
+    jobs = [
+        *(job("a", seed, fuse=True) for seed in range(2)),
+        *(job("b", seed, fuse=True, model={"name": "mlp", "hidden": [4]}) for seed in range(2)),
+        *(job("c", seed, optimizer={"name": "RMSprop", "lr": 0.01}) for seed in range(2)),
+    ]
+    reason = "optimizer.name: RMSprop has no stacked update"
+    checks = compare.Checks(
+        fusion={
+            "a": compare.Fusion("one", limit=10),
+            "b": compare.Fusion("two", limit=10),
+            "c": compare.Fusion(None, reason),
+        }
+    )
+    units, notes = compare.plan_units(jobs, checks, workers=1)
+    assert sorted(len(unit) for unit in units) == [1, 1, 2, 2]
+    assert notes == [f"c: {reason}: its runs train one by one"]
+    alone = [job("a", 0, fuse=True), job("b", 0, fuse=True, model={"name": "mlp", "hidden": [4]})]
+    _, notes = compare.plan_units(alone, checks, workers=1)
+    assert notes == [
+        "a: fuse: true, but it differs from b in model.hidden; it runs unfused",
+        "b: fuse: true, but it differs from a in model.hidden; it runs unfused",
+    ]
+
+
+def test_compare_fuses_by_default_and_not_with_fuse_off(tmp_path):
+    first = write_config(tmp_path, tiny(name="step", epochs=2), "step.yaml")
+    second = write_config(
+        tmp_path, tiny(name="rms", epochs=2, optimizer={"name": "RMSprop", "lr": 0.01}), "rms.yaml"
+    )
+    for mode, fused_runs in (("auto", 2), ("off", 0)):
+        runs = tmp_path / mode
+        args = ["compare", str(first), str(second), "--seeds", "2", "--jobs", "1"]
+        result = CliRunner().invoke(app, [*args, "--runs-dir", str(runs), "--fuse", mode])
+        assert result.exit_code == 0, result.output
+        summaries = [
+            json.loads(path.read_text()) for path in sorted(runs.glob("*/runs/*/summary.json"))
+        ]
+        assert len(summaries) == 4
+        assert sum(summary["fused"] for summary in summaries) == fused_runs
+        assert all(s["group_size"] == (2 if s["fused"] else 1) for s in summaries)
+        has_note = "rms: optimizer.name: RMSprop has no stacked update" in result.output
+        assert has_note == (mode == "auto")
