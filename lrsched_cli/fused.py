@@ -191,9 +191,8 @@ class FusedEngine:
             torch.stack([getattr(d, name) for d in data])
             for name in ("x_train", "y_train", "x_val", "y_val")
         )
-        self._lane_step = grad_and_value(self._loss)
+        self._lane_step = grad_and_value(self._loss, has_aux=True)
         self._step = vmap(self._lane_step)
-        self._forward = vmap(self._call)
         for lane in self.lanes:
             lane.sync = functools.partial(self.sync, lane)
 
@@ -201,7 +200,8 @@ class FusedEngine:
         return functional_call(self.model, (params, buffers), (x,))
 
     def _loss(self, params, buffers, x, y):
-        return self.loss_fn(self._call(params, buffers, x), y)
+        output = self._call(params, buffers, x)
+        return self.loss_fn(output, y), output
 
     def begin(self) -> None:
         for lane in self.lanes:
@@ -223,13 +223,16 @@ class FusedEngine:
         self.lanes = list(lanes)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor):
-        """Each run's gradients and loss on its own batch (x, y: [runs, batch, ...]). A batch
-        of fewer than EXACT_ROWS rows goes run by run: batched, its products take other
-        kernels than a run alone's, which round differently."""
+        """Each run's gradients, and its loss as a run alone computes it, on its own batch
+        (x, y: [runs, batch, ...]). A batch of fewer than EXACT_ROWS rows goes run by run:
+        batched, its products take other kernels than a run alone's, which round differently.
+        The losses are reduced run by run from the batched outputs (equal to a run alone's):
+        vmap's mean sums in another order, and a comparison ranks on these numbers."""
         params = dict(zip(self.names, self.params, strict=True))
         buffers = {**self.buffers, **self._dropout_masks(x.shape[1])}
         if x.shape[1] >= EXACT_ROWS:
-            return self._step(params, buffers, x, y)
+            grads, (_, outputs) = self._step(params, buffers, x, y)
+            return grads, self._losses(outputs, y)
         ends = [
             self._lane_step(
                 {name: p[k] for name, p in params.items()},
@@ -240,7 +243,11 @@ class FusedEngine:
             for k in range(len(self.lanes))
         ]
         grads = {name: torch.stack([g[name] for g, _ in ends]) for name in self.names}
-        return grads, torch.stack([loss for _, loss in ends])
+        return grads, torch.stack([loss for _, (loss, _) in ends])
+
+    def _losses(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pairs = zip(outputs, y, strict=True)
+        return torch.stack([self.loss_fn(output, target) for output, target in pairs])
 
     def _dropout_masks(self, rows: int) -> dict[str, torch.Tensor]:
         """This step's dropout masks, [runs, rows, ...] for each dropout layer, each run's drawn
@@ -307,19 +314,18 @@ class FusedEngine:
 
     @torch.no_grad()
     def evaluate(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each run's validation loss and correct count, run by run, as a run alone computes
+        them: once an epoch, they cost little, and plateau and early stopping read them."""
         self.model.eval()
-        params = dict(zip(self.names, self.params, strict=True))
-        runs = len(self.lanes)
-        loss_sum = torch.zeros(runs, device=self.device)
-        correct = torch.zeros(runs, device=self.device)
-        for start in range(0, self.x_val.shape[1], runner.EVAL_BATCH):
-            x = self.x_val[:, start : start + runner.EVAL_BATCH]
-            y = self.y_val[:, start : start + runner.EVAL_BATCH]
-            output = self._forward(params, self.buffers, x)
-            loss_sum += vmap(self.loss_fn)(output, y) * x.shape[1]
-            if self.task == runner.CLASSIFICATION:
-                correct += (output.argmax(dim=-1) == y).sum(dim=1)
-        return [(loss_sum[k], correct[k]) for k in range(runs)]
+        evaluated = []
+        for k in range(len(self.lanes)):
+            params = {name: p[k] for name, p in zip(self.names, self.params, strict=True)}
+            buffers = {name: b[k] for name, b in self.buffers.items()}
+            forward = functools.partial(self._call, params, buffers)
+            evaluated.append(
+                runner.evaluate_split(forward, self.x_val[k], self.y_val[k], self.task)
+            )
+        return evaluated
 
     @torch.no_grad()
     def sync(self, lane: runner.Lane) -> None:

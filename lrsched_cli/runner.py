@@ -680,7 +680,8 @@ def _train_epoch(experiment, data, epoch, stop, observer) -> tuple[torch.Tensor,
 
 
 def _evaluate(model: nn.Module, data: Dataset, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _evaluate_split(model, data.x_val, data.y_val, task)
+    model.eval()
+    return evaluate_split(model, data.x_val, data.y_val, task)
 
 
 def evaluate_test(experiment: Experiment) -> dict[str, float]:
@@ -690,7 +691,8 @@ def evaluate_test(experiment: Experiment) -> dict[str, float]:
     if dataset.x_test is None:
         return {}
     x, y = (tensor.to(experiment.device) for tensor in (dataset.x_test, dataset.y_test))
-    loss_sum, correct = _evaluate_split(experiment.model, x, y, dataset.task)
+    experiment.model.eval()
+    loss_sum, correct = evaluate_split(experiment.model, x, y, dataset.task)
     loss_total, n_correct = torch.stack([loss_sum, correct]).tolist()
     # Weights that went non-finite under `on_nonfinite: continue` have no test loss (null)
     loss = loss_total / len(x)
@@ -701,10 +703,14 @@ def evaluate_test(experiment: Experiment) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _evaluate_split(
-    model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, task: str
+def evaluate_split(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    task: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
+    """Summed loss and correct count of `model` (in eval mode) over a split, in EVAL_BATCH
+    slices, left on the device."""
     loss_fn = loss_function(task)
     loss_sum = torch.zeros((), device=x_all.device)
     correct = torch.zeros((), device=x_all.device)

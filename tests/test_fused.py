@@ -54,25 +54,20 @@ def weights(path):
     return torch.load(path / "checkpoint.pt", weights_only=False)["model"]
 
 
-def assert_same_run(fused_path, alone_path, bitwise: bool = True) -> None:
-    """Same lrs (exactly), statuses and epochs; the same weights (bitwise, or within 1e-5
-    relative); losses within 1e-5 relative."""
+def assert_same_run(fused_path, alone_path) -> None:
+    """Every recorded number but the epoch's seconds, and the final weights: bitwise."""
     together, alone = store.read_run(fused_path), store.read_run(alone_path)
     assert together.summary["status"] == alone.summary["status"]
-    assert len(together.epochs) == len(alone.epochs)
-    for key in ("lr", "momentum", "lr_event", "plateau_bad_epochs"):
-        assert [r.get(key) for r in together.epochs] == [r.get(key) for r in alone.epochs], key
-    assert [r["lr"] for r in together.steps] == [r["lr"] for r in alone.steps]
-    for a, b in zip(together.epochs, alone.epochs, strict=True):
-        for key in ("train_loss", "val_loss"):
-            assert a[key] == pytest.approx(b[key], rel=1e-5, nan_ok=True), key
+    for key in ("test_loss", "test_accuracy", "best_val_loss", "stopped_early_at", "lr_cuts"):
+        assert together.summary.get(key) == alone.summary.get(key), key
+    mine = [{k: v for k, v in row.items() if k != "seconds"} for row in together.epochs]
+    theirs = [{k: v for k, v in row.items() if k != "seconds"} for row in alone.epochs]
+    assert repr(mine) == repr(theirs)  # repr: a diverged run's nan equals nan
+    assert together.steps == alone.steps
     if (alone_path / "checkpoint.pt").exists():
         mine, theirs = weights(fused_path), weights(alone_path)
         for name in theirs:
-            if bitwise:
-                assert torch.equal(mine[name], theirs[name]), name
-            else:
-                torch.testing.assert_close(mine[name], theirs[name], rtol=1e-5, atol=1e-7)
+            assert torch.equal(mine[name], theirs[name]), name
 
 
 @pytest.mark.parametrize("optimizer", [SGD, ADAM, ADAMW], ids=["SGD", "Adam", "AdamW"])
@@ -88,7 +83,6 @@ def test_fused_runs_equal_runs_alone(optimizer, tmp_path):
         assert mine.summary["fused"] is True and mine.summary["group_size"] == 8
         assert theirs.summary["fused"] is False and theirs.summary["group_size"] == 1
         assert "test_loss" in mine.summary
-        assert mine.summary["test_loss"] == pytest.approx(theirs.summary["test_loss"], rel=1e-5)
         assert_same_run(mine.path, theirs.path)
 
 
