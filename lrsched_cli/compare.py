@@ -177,11 +177,13 @@ class Fusion:
     limit: int = 1  # the most runs like these a worker's memory holds in one group
 
 
-def validate_configs(configs: list[ExperimentConfig], workers: int = 1) -> Checks:
+def validate_configs(
+    configs: list[ExperimentConfig], workers: int = 1, fuse: bool = True
+) -> Checks:
     """Build each config once (no training), so a bad one stops the comparison before it starts;
     collects each config's schedule warnings, as `lrsched plan` and `run` give them, and
-    whether its runs can be fused (for `workers` workers). A config that crashes otherwise is
-    that config's failure alone: the others still run."""
+    whether its runs can be fused (for `workers` workers; not asked when `fuse` is false). A
+    config that crashes otherwise is that config's failure alone: the others still run."""
     from lrsched_cli import planning, runner
 
     checks = Checks()
@@ -197,7 +199,7 @@ def validate_configs(configs: list[ExperimentConfig], workers: int = 1) -> Check
             checks.crashes[cfg.name] = f"{type(exc).__name__}: {exc}"
         else:
             checks.warnings[cfg.name] = list(plan.warnings)
-            if cfg.fuse is not False:
+            if fuse and cfg.fuse is not False:
                 checks.fusion[cfg.name] = _fusion_of(experiment, workers)
     return checks
 
@@ -211,8 +213,12 @@ def _fusion_of(experiment: Any, workers: int) -> Fusion:
     reason = fused.rehearse(experiment)
     if reason is not None:
         return Fusion(None, reason)
+    try:
+        limit = fused.group_limit(experiment, workers)
+    except Exception as exc:  # noqa: BLE001 - a user's model: it fails its own runs later
+        return Fusion(None, f"model.name: sizing a group failed: {type(exc).__name__}: {exc}")
     # A string: the key's torch dtypes would import torch where it is read
-    return Fusion(repr(key), limit=fused.group_limit(experiment, workers))
+    return Fusion(repr(key), limit=limit)
 
 
 def plan_units(jobs: list[Job], checks: Checks, workers: int) -> tuple[list[list[Job]], list[str]]:
@@ -327,10 +333,9 @@ def execute(
         try:
             with _interrupts(stop, getattr(executor, "stop", None)):
                 _import_what_gathering_needs()  # on the core left idle while the forkserver imports
-                checks = executor.submit(validate_configs, configs, workers).result()
+                # Another executor's jobs run alone
+                checks = executor.submit(validate_configs, configs, workers, pool is None).result()
                 _accept(checks, lint, where)
-                if pool is not None:  # another executor's jobs run alone
-                    checks.fusion.clear()
                 units, notes = plan_units(jobs, checks, workers)
                 note(notes)
                 return _gather(

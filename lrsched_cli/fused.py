@@ -28,10 +28,6 @@ from lrsched_cli.config import ExperimentConfig
 # The share of the memory free at the start that a worker's group may take; the rest is for
 # other workers, the data's copies and torch's own allocations.
 MEMORY_SHARE = 0.5
-# Batches of fewer rows than this train run by run: batched matrix products of so few rows
-# take other kernels, which round differently (on a 2-core x86 CPU with torch 2.13, an MLP of
-# 16 units differed up to 12 rows, one of 64 up to 3).
-EXACT_ROWS = 16
 # Activations, their gradients and vmap's batched copies, per element of a layer's output.
 ACTIVATION_COPIES = 4
 
@@ -68,17 +64,22 @@ def fusion_key(experiment: runner.Experiment) -> tuple | str:
 
 def rehearse(experiment: runner.Experiment) -> str | None:
     """Train two stacked copies for one step on a real batch, on the CPU and off every stream:
-    a model torch.func cannot batch (a factory's .item() in forward, say) is known before any
-    run starts. None when it can."""
+    a model torch.func cannot batch (a factory's .item() in forward, say), or whose batched
+    gradients round otherwise than a run alone's at this batch size, is known before any run
+    starts. None when it can be fused."""
     lane = _StandIn(experiment)
+    name, rows = experiment.config.model.name, experiment.config.data.batch_size
     try:
         with torch.random.fork_rng(devices=[]):
             engine = FusedEngine([lane, lane], device=torch.device("cpu"))
-            x = engine.x_train[:, : experiment.config.data.batch_size]
-            y = engine.y_train[:, : experiment.config.data.batch_size]
-            engine.gradients(x, y)
+            engine.gradients(engine.x_train[:, :rows], engine.y_train[:, :rows])
     except Exception as exc:  # a user's model can fail in any way
-        return f"model.name: {experiment.config.model.name} does not train under vmap: {exc}"
+        return f"model.name: {name} does not train under vmap: {exc}"
+    if not engine.batched_exact[engine.x_train[:, :rows].shape[1]]:
+        return (
+            f"model.name: {name}'s batched gradients round otherwise than a run alone's at "
+            f"data.batch_size {rows} (torch picks other kernels for small products)"
+        )
     return None
 
 
@@ -191,6 +192,8 @@ class FusedEngine:
             torch.stack([getattr(d, name) for d in data])
             for name in ("x_train", "y_train", "x_val", "y_val")
         )
+        # rows -> whether batched gradients equal a run alone's (gradients())
+        self.batched_exact: dict[int, bool] = {}
         self._lane_step = grad_and_value(self._loss, has_aux=True)
         self._step = vmap(self._lane_step)
         for lane in self.lanes:
@@ -224,15 +227,27 @@ class FusedEngine:
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor):
         """Each run's gradients, and its loss as a run alone computes it, on its own batch
-        (x, y: [runs, batch, ...]). A batch of fewer than EXACT_ROWS rows goes run by run:
-        batched, its products take other kernels than a run alone's, which round differently.
-        The losses are reduced run by run from the batched outputs (equal to a run alone's):
-        vmap's mean sums in another order, and a comparison ranks on these numbers."""
+        (x, y: [runs, batch, ...]). Batched where that gives a run alone's bits, else run by
+        run: for some sizes (few rows, narrow layers), batched products take other kernels,
+        which round differently. The first batch of each size is trained both ways to know."""
         params = dict(zip(self.names, self.params, strict=True))
         buffers = {**self.buffers, **self._dropout_masks(x.shape[1])}
-        if x.shape[1] >= EXACT_ROWS:
-            grads, (_, outputs) = self._step(params, buffers, x, y)
-            return grads, self._losses(outputs, y)
+        rows = x.shape[1]
+        if self.batched_exact.get(rows, True):
+            batched = self._batched(params, buffers, x, y)
+            if rows in self.batched_exact:
+                return batched
+        alone = self._run_by_run(params, buffers, x, y)
+        if rows not in self.batched_exact:
+            self.batched_exact[rows] = _same(batched, alone)
+        return alone
+
+    def _batched(self, params, buffers, x, y):
+        grads, (_, outputs) = self._step(params, buffers, x, y)
+        # The losses run by run from the batched outputs: vmap's mean sums in another order
+        return grads, self._losses(outputs, y)
+
+    def _run_by_run(self, params, buffers, x, y):
         ends = [
             self._lane_step(
                 {name: p[k] for name, p in params.items()},
@@ -338,6 +353,15 @@ class FusedEngine:
             param.copy_(stacked[k])
         for param, state in zip(own, self.optimizer.state_of(k), strict=True):
             optimizer.state[param] = state
+
+
+def _same(one: tuple, other: tuple) -> bool:
+    """Whether two (gradients, losses) are bitwise equal."""
+    grads, losses = one
+    other_grads, other_losses = other
+    return torch.equal(losses, other_losses) and all(
+        torch.equal(grads[name], other_grads[name]) for name in grads
+    )
 
 
 class _LaneDropout(nn.Module):

@@ -141,7 +141,7 @@ def test_a_failing_config_does_not_stop_the_others(tmp_path, monkeypatch):
         return real(cfg, runs_dir, observer, label, **options)
 
     monkeypatch.setattr(runner, "run_experiment", fail_cosine)
-    inputs = compare.collect_inputs(write_pair(tmp_path))
+    inputs = compare.collect_inputs(write_pair(tmp_path), ["fuse=false"])  # runs alone
     comparison = compare.compare(inputs, [0, 1], tmp_path / "out", 1, "final_val_loss")
     statuses = {(r.name, r.seed): r.status for r in comparison.results}
     assert statuses == {

@@ -112,7 +112,7 @@ def test_ctrl_c_starts_no_queued_job_and_compares_what_ended(to, tmp_path, lrsch
     runs = tmp_path / "runs"
     process = lrsched(
         "compare", *write_pair(tmp_path, FOREVER), "--seeds", "2", "--jobs", "2",
-        "--runs-dir", str(runs), cwd=tmp_path,
+        "--fuse", "off", "--runs-dir", str(runs), cwd=tmp_path,
     )  # fmt: skip
     training(runs, 2, process)
     if to == "group":
@@ -136,7 +136,7 @@ def test_a_second_ctrl_c_exits_130_within_seconds(tmp_path, lrsched):
     runs = tmp_path / "runs"
     process = lrsched(
         "compare", *write_pair(tmp_path, FOREVER), "--seeds", "3", "--jobs", "2",
-        "--runs-dir", str(runs), cwd=tmp_path,
+        "--fuse", "off", "--runs-dir", str(runs), cwd=tmp_path,
     )  # fmt: skip
     training(runs, 2, process)
     os.killpg(process.pid, signal.SIGINT)
@@ -161,7 +161,7 @@ def test_a_killed_worker_fails_its_own_job_only(tmp_path, lrsched):
     runs = tmp_path / "runs"
     process = lrsched(
         "compare", *write_pair(tmp_path, 150), "--seeds", "2", "--jobs", "2",
-        "--runs-dir", str(runs), cwd=tmp_path,
+        "--fuse", "off", "--runs-dir", str(runs), cwd=tmp_path,
     )  # fmt: skip
     running = training(runs, 2, process)
     victim = next(iter(running.values()))["pid"]
@@ -178,6 +178,29 @@ def test_a_killed_worker_fails_its_own_job_only(tmp_path, lrsched):
     document = json.loads((out / "summary.json").read_text())
     assert sorted(run["status"] for run in document["runs"]) == ["completed"] * 3 + ["failed"]
     assert {row["name"]: row["completed"] for row in document["configs"]}.values() != {0}
+
+
+def test_a_killed_worker_fails_its_fused_group_and_the_other_group_goes_on(tmp_path, lrsched):
+    runs = tmp_path / "runs"
+    process = lrsched(
+        "compare", *write_pair(tmp_path, 150), "--seeds", "2", "--jobs", "2",
+        "--runs-dir", str(runs), cwd=tmp_path,
+    )  # fmt: skip
+    running = training(runs, 4, process)
+    assert {s["group_size"] for s in running.values()} == {2}, "2 groups of 2 runs, one a worker"
+    victim = next(iter(running.values()))["pid"]
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    ended = summaries(runs)
+    failed = [s for s in ended.values() if s["status"] == "failed"]
+    assert [s["pid"] for s in failed] == [victim, victim]
+    assert all(f"worker process {victim} died (killed by SIGKILL)" in s["error"] for s in failed)
+    completed = [s for s in ended.values() if s["status"] == "completed"]
+    assert len(completed) == 2 and all(s["fused"] and s["pid"] != victim for s in completed)
+    (out,) = runs.glob("*-compare")
+    document = json.loads((out / "summary.json").read_text())
+    assert sorted(run["status"] for run in document["runs"]) == ["completed"] * 2 + ["failed"] * 2
 
 
 CRASHING_FACTORY = "def build(input_shape, n_outputs):\n    raise RuntimeError('factory broke')\n"

@@ -162,6 +162,24 @@ def test_what_cannot_be_fused_says_why():
     assert fused.rehearse(plain[0]) is None
 
 
+@pytest.mark.parametrize("rows", [32, 16, 10, 3])
+def test_gradients_are_batched_only_where_they_give_a_run_alone_s_bits(rows):
+    experiments = [runner.prepare(config("a", SCHEDULES["none"], seed)) for seed in range(3)]
+    engine = fused.FusedEngine([fused._StandIn(e) for e in experiments])
+    x, y = engine.x_train[:, :rows], engine.y_train[:, :rows]
+    grads, losses = engine.gradients(x, y)
+    loss_fn = runner.loss_function("classification")
+    for k, experiment in enumerate(experiments):
+        loss = loss_fn(experiment.model(x[k]), y[k])
+        loss.backward()
+        assert torch.equal(losses[k], loss.detach())
+        for name, param in experiment.model.named_parameters():
+            assert torch.equal(grads[name][k], param.grad), name
+    params = dict(zip(engine.names, engine.params, strict=True))
+    batched = engine._batched(params, engine.buffers, x, y)
+    assert engine.batched_exact[rows] == fused._same(batched, (grads, losses))
+
+
 def job(name: str, seed: int, **changes) -> compare.Job:
     return compare.Job(validate(tiny(name=name, seed=seed, **changes)), f"{name}-seed{seed}")
 
@@ -203,10 +221,10 @@ def test_configs_that_asked_to_be_fused_and_cannot_are_named_with_the_reason():
 
 
 def test_compare_fuses_by_default_and_not_with_fuse_off(tmp_path):
-    first = write_config(tmp_path, tiny(name="step", epochs=2), "step.yaml")
-    second = write_config(
-        tmp_path, tiny(name="rms", epochs=2, optimizer={"name": "RMSprop", "lr": 0.01}), "rms.yaml"
-    )
+    shapes = {"epochs": 2, "data": DATA, "model": {"name": "mlp", "hidden": [16, 16]}}
+    first = write_config(tmp_path, tiny(name="step", **shapes), "step.yaml")
+    rms = tiny(name="rms", optimizer={"name": "RMSprop", "lr": 0.01}, **shapes)
+    second = write_config(tmp_path, rms, "rms.yaml")
     for mode, fused_runs in (("auto", 2), ("off", 0)):
         runs = tmp_path / mode
         args = ["compare", str(first), str(second), "--seeds", "2", "--jobs", "1"]
