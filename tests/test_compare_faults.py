@@ -23,6 +23,9 @@ from lrsched_cli.cli import app
 # The installed script: `python -m lrsched_cli` would put the current directory on sys.path.
 LRSCHED = str(Path(sys.executable).parent / "lrsched")
 FOREVER = 100_000  # epochs: runs that only a signal ends
+# Shapes whose batched gradients equal a run alone's, so that their runs are fused
+FUSABLE = {"data": {"name": "moons", "n_samples": 400, "batch_size": 32},
+           "model": {"name": "mlp", "hidden": [16, 16]}}  # fmt: skip
 STARTUP = 60.0  # seconds for the forkserver's torch import and the first epochs, on a busy box
 
 
@@ -52,9 +55,11 @@ def lrsched():
         process.communicate()
 
 
-def write_pair(directory: Path, epochs: int) -> list[str]:
-    step = tiny(name="step", epochs=epochs)
-    expo = tiny(name="expo", epochs=epochs, scheduler={"name": "ExponentialLR", "gamma": 0.999})
+def write_pair(directory: Path, epochs: int, **shapes) -> list[str]:
+    step = tiny(name="step", epochs=epochs, **shapes)
+    expo = tiny(
+        name="expo", epochs=epochs, scheduler={"name": "ExponentialLR", "gamma": 0.999}, **shapes
+    )
     return [str(write_config(directory, cfg, f"{cfg['name']}.yaml")) for cfg in (step, expo)]
 
 
@@ -183,7 +188,7 @@ def test_a_killed_worker_fails_its_own_job_only(tmp_path, lrsched):
 def test_a_killed_worker_fails_its_fused_group_and_the_other_group_goes_on(tmp_path, lrsched):
     runs = tmp_path / "runs"
     process = lrsched(
-        "compare", *write_pair(tmp_path, 150), "--seeds", "2", "--jobs", "2",
+        "compare", *write_pair(tmp_path, 150, **FUSABLE), "--seeds", "2", "--jobs", "2",
         "--runs-dir", str(runs), cwd=tmp_path,
     )  # fmt: skip
     running = training(runs, 4, process)

@@ -311,7 +311,7 @@ def test_a_simulated_two_node_cluster_runs_one_job_per_node_as_the_local_pool(tm
     # A process of its own: a Ray cluster cannot share one with the session's Ray. About 20 s on
     # 2 cores, most of it the two nodes' start-up.
     pytest.importorskip("ray")
-    paths = write_pair(tmp_path, 100)  # runs of a few seconds: on one node, they would overlap
+    paths = write_pair(tmp_path, 600)  # runs of a few seconds: on one node, they would overlap
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
     env["LRSCHED_RAY_TEST"] = str(tmp_path)
     try:
