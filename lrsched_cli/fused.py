@@ -183,7 +183,7 @@ class FusedEngine:
             experiment.dropout_generator = generator
         params, self.buffers = stack_module_state([lane.experiment.model for lane in lanes])
         self.names = list(params)
-        self.params = [params[name].detach().to(self.device) for name in self.names]
+        self.params = [_leaf(params[name].to(self.device)) for name in self.names]
         self.optimizer = stacked_optim.StackedOptimizer(
             type(first.optimizer).__name__, self.params, stacked_optim.signature(first.optimizer)
         )
@@ -196,6 +196,7 @@ class FusedEngine:
         self.batched_exact: dict[int, bool] = {}
         self._lane_step = grad_and_value(self._loss, has_aux=True)
         self._step = vmap(self._lane_step)
+        self._layers = _plain_layers(self.model)
         for lane in self.lanes:
             lane.sync = functools.partial(self.sync, lane)
 
@@ -217,7 +218,7 @@ class FusedEngine:
         if len(lanes) == len(self.lanes):
             return
         index = torch.tensor([self.lanes.index(lane) for lane in lanes], device=self.device)
-        self.params = [p.index_select(0, index) for p in self.params]
+        self.params = [_leaf(p.index_select(0, index)) for p in self.params]
         self.buffers = {name: b.index_select(0, index) for name, b in self.buffers.items()}
         self.optimizer.select(index)
         self.optimizer.set_params(self.params)
@@ -243,9 +244,38 @@ class FusedEngine:
         return alone
 
     def _batched(self, params, buffers, x, y):
-        grads, (_, outputs) = self._step(params, buffers, x, y)
+        if self._layers is None:
+            grads, (_, outputs) = self._step(params, buffers, x, y)
+        else:  # plain autograd through batched products: no vmap to dispatch through
+            outputs = self._plain_forward(params, buffers, x)
+            losses = vmap(self.loss_fn)(outputs, y)
+            grads = dict(
+                zip(self.names, torch.autograd.grad(losses.sum(), self.params), strict=True)
+            )
+            outputs = outputs.detach()
         # The losses run by run from the batched outputs: vmap's mean sums in another order
-        return grads, self._losses(outputs, y)
+        with torch.no_grad():
+            return grads, self._losses(outputs, y)
+
+    def _plain_forward(self, params, buffers, x: torch.Tensor) -> torch.Tensor:
+        """The model over every run's batch at once (x: [runs, batch, ...]), layer by layer:
+        linear layers as batched matrix products, the rest elementwise."""
+        for name, layer in self._layers:
+            if isinstance(layer, nn.Linear):
+                weight = params[f"{name}.weight"].transpose(1, 2)
+                bias = params.get(f"{name}.bias")
+                x = (
+                    torch.bmm(x, weight)
+                    if bias is None
+                    else torch.baddbmm(bias[:, None], x, weight)
+                )
+            elif isinstance(layer, nn.Flatten):
+                x = x.flatten(2)
+            elif isinstance(layer, _LaneDropout):
+                x = x * buffers[f"{name}.mask"] if layer.training else x
+            else:
+                x = layer(x)
+        return x
 
     def _run_by_run(self, params, buffers, x, y):
         ends = [
@@ -300,7 +330,8 @@ class FusedEngine:
             y = y_epoch[:, index * size : (index + 1) * size]
             grads, losses = self.gradients(x, y)
             step = {key: values[index] for key, values in hyper.items()}
-            self.optimizer.step([grads[name] for name in self.names], step)
+            with torch.no_grad():
+                self.optimizer.step([grads[name] for name in self.names], step)
             loss_sum += losses.detach() * x.shape[1]
             if stop.requested:
                 break
@@ -353,6 +384,28 @@ class FusedEngine:
             param.copy_(stacked[k])
         for param, state in zip(own, self.optimizer.state_of(k), strict=True):
             optimizer.state[param] = state
+
+
+# Layers that act on each element alone: the same on [runs, batch, ...] as on [batch, ...]
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.LeakyReLU, nn.Identity)
+
+
+def _plain_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """A Sequential of linear, flatten, elementwise and dropout layers (the built-in linear and
+    mlp models), as (name, layer); None for any other model, which trains through vmap."""
+    if type(model) is not nn.Sequential:
+        return None
+    layers = list(model.named_children())
+    for _, layer in layers:
+        flat = isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) == (1, -1)
+        if not (flat or type(layer) in (nn.Linear, _LaneDropout, *ELEMENTWISE)):
+            return None
+    return layers
+
+
+def _leaf(tensor: torch.Tensor) -> torch.Tensor:
+    """A stacked parameter: a leaf that autograd differentiates and the update changes in place."""
+    return tensor.detach().requires_grad_(True)
 
 
 def _same(one: tuple, other: tuple) -> bool:
