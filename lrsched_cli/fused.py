@@ -246,16 +246,13 @@ class FusedEngine:
     def _batched(self, params, buffers, x, y):
         if self._layers is None:
             grads, (_, outputs) = self._step(params, buffers, x, y)
-        else:  # plain autograd through batched products: no vmap to dispatch through
-            outputs = self._plain_forward(params, buffers, x)
-            losses = vmap(self.loss_fn)(outputs, y)
-            grads = dict(
-                zip(self.names, torch.autograd.grad(losses.sum(), self.params), strict=True)
-            )
-            outputs = outputs.detach()
-        # The losses run by run from the batched outputs: vmap's mean sums in another order
-        with torch.no_grad():
-            return grads, self._losses(outputs, y)
+            with torch.no_grad():
+                return grads, self._losses(outputs, y)
+        # Plain autograd through batched products, no vmap to dispatch through; each run's loss
+        # reduced on its own rows, as a run alone reduces it (vmap's mean sums in another order)
+        losses = self._losses(self._plain_forward(params, buffers, x), y)
+        found = torch.autograd.grad(losses.sum(), self.params)
+        return dict(zip(self.names, found, strict=True)), losses.detach()
 
     def _plain_forward(self, params, buffers, x: torch.Tensor) -> torch.Tensor:
         """The model over every run's batch at once (x: [runs, batch, ...]), layer by layer:
