@@ -2,7 +2,7 @@
 
     python bench/fuse.py whole [--repeats 3] [--jobs 2]      # compare 5 configs x 10 seeds
     python bench/fuse.py tuned [--repeats 1] [--jobs 2]      # compare --tune-lr (140 runs)
-    python bench/fuse.py loop [--sizes 1,5,15,50] [--epochs 8] [--device cpu]
+    python bench/fuse.py loop [--sizes 1,5,15,50] [--epochs 30] [--repeats 3] [--device cpu]
 
 `whole` and `tuned` run `lrsched compare configs/compare/` as a user would (a fresh process),
 fused (the default) and with `--fuse off`, alternately, and report each one's wall time and
@@ -10,10 +10,10 @@ the CPU time of all its processes (bench/tuning.py's sampling of /proc, by sessi
 
 `loop` trains K runs of the quickstart model (K seeds of configs/quickstart.yaml, one torch
 thread) as one fused group, and the same runs alone one after another, each in a process of its
-own: per epoch (training plus validation, epochs 3 on, median) in wall and CPU time, the
-speed-up K x alone / fused; the CPU time of the whole call per epoch (set-up and files
-included); and the process's peak resident memory (VmHWM). Alone, at most 5
-runs are timed and the rest counted at their median: runs alone do not share anything.
+own. It reports per epoch (training plus validation, the median of the last 8) the wall time,
+the speed-up K x alone / fused by wall and by CPU time (CPU per epoch: a run of --epochs less
+one of 2 epochs, so that set-up cancels out), and the peak resident memory (VmHWM). Alone, at
+most 5 runs are timed and the rest counted at their median: runs alone share nothing.
 """
 
 from __future__ import annotations
@@ -86,12 +86,15 @@ def whole(args: argparse.Namespace) -> None:
 
 
 def loop(args: argparse.Namespace) -> None:
-    print(f"quickstart model, {args.epochs} epochs, 1 thread, {args.device}; per epoch, median")
+    print(
+        f"quickstart model, {args.epochs} epochs, 1 thread, {args.device}; per epoch, "
+        f"median of {args.repeats} alternating measurements"
+    )
     header = "   K  alone (K runs)    fused      speed-up      peak memory"
     print(header + "\n" + "-" * len(header))
     for size in (int(k) for k in args.sizes.split(",")):
-        fused = measure(size, True, args)
-        alone = measure(min(size, 5), False, args)
+        fused = _median([measure(size, True, args) for _ in range(args.repeats)])
+        alone = _median([measure(min(size, 5), False, args) for _ in range(args.repeats)])
         scale = size / min(size, 5)
         wall_alone, cpu_alone = alone["wall"] * scale, alone["cpu"] * scale
         print(
@@ -101,12 +104,22 @@ def loop(args: argparse.Namespace) -> None:
         )
 
 
+def _median(found: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(one[key] for one in found) for key in found[0]}
+
+
 def measure(size: int, fused: bool, args: argparse.Namespace) -> dict[str, float]:
-    """One child process: `size` runs fused or alone; per-epoch wall and CPU, peak memory."""
-    child = [sys.executable, __file__, "child", str(size), str(int(fused)), str(args.epochs)]
-    output = subprocess.run(
-        [*child, args.device], capture_output=True, text=True, check=True
-    ).stdout
+    """`size` runs fused or alone, in child processes: the median epoch's wall time, CPU time
+    per epoch (the difference between a run of --epochs and one of 2, over the epochs between:
+    set-up cancels out), and the longer run's peak memory."""
+    found = [_child(size, fused, epochs, args.device) for epochs in (args.epochs, 2)]
+    cpu = (found[0]["cpu"] - found[1]["cpu"]) / (args.epochs - 2)
+    return {"wall": found[0]["wall"], "cpu": cpu, "peak": found[0]["peak"]}
+
+
+def _child(size: int, fused: bool, epochs: int, device: str) -> dict[str, float]:
+    child = [sys.executable, __file__, "child", str(size), str(int(fused)), str(epochs), device]
+    output = subprocess.run(child, capture_output=True, text=True, check=True).stdout
     return json.loads(output.splitlines()[-1])
 
 
@@ -134,13 +147,13 @@ def child(size: int, fused_group: bool, epochs: int, device: str) -> None:
         cpu = time.process_time() - cpu
         epochs_by_run = [store.read_run(path).epochs for path in paths]
     # The group's epochs are shared; alone, the runs' epochs add up.
-    per_epoch = [statistics.median(row["seconds"] for row in rows[2:]) for rows in epochs_by_run]
+    per_epoch = [statistics.median(row["seconds"] for row in rows[-8:]) for rows in epochs_by_run]
     wall = per_epoch[0] if fused_group else sum(per_epoch)
     peak = 0
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             peak = int(line.split()[1]) * 1024
-    print(json.dumps({"wall": wall, "cpu": cpu / epochs, "peak": peak}))
+    print(json.dumps({"wall": wall, "cpu": cpu, "peak": peak}))
 
 
 def main() -> None:
@@ -153,13 +166,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--sizes", default="1,5,15,50")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    args.repeats = args.repeats or (1 if args.mode == "tuned" else 3)
     if args.mode == "loop":
         loop(args)
         return
-    args.repeats = args.repeats or (3 if args.mode == "whole" else 1)
     whole(args)
 
 
