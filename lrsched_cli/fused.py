@@ -140,6 +140,10 @@ def run_group(
     with the files, columns and statuses of a run alone, and `fused`/`group_size` in its
     summary. A failure fails every run of the group, each saying why."""
     experiments = [runner.prepare(cfg) for cfg, _ in jobs]
+    warnings: dict[str, list[str]] = {}  # a config's lint is the same for each of its seeds
+    for experiment in experiments:
+        if experiment.config.name not in warnings:
+            warnings[experiment.config.name] = runner.lint_experiment(experiment)
     with ExitStack() as held:
         lanes = []
         for experiment, (_, label) in zip(experiments, jobs, strict=True):
@@ -148,7 +152,7 @@ def run_group(
             writer = store.RunWriter(path, experiment.config.to_dict(), experiment.metric_columns)
             summary = {
                 **runner.start_summary(experiment),
-                "warnings": runner.lint_experiment(experiment),
+                "warnings": list(warnings[experiment.config.name]),
                 "fused": True,
                 "group_size": len(jobs),
             }
