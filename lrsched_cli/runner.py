@@ -126,9 +126,19 @@ class Experiment:
             "optimizer": self.optimizer.state_dict(),
             **self.schedule.state_dict(),
             "batch_rng": self.batch_generator.get_state(),
-            "dropout_rng": (self.dropout_generator or torch.random.default_generator).get_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            **self._dropout_states(),
         }
+
+    def _dropout_states(self) -> dict[str, Any]:
+        """Dropout's stream where a run alone keeps it: the global CPU generator's state, and on
+        CUDA each device's. A fused run's own generator stands in for its device's."""
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+        generator = self.dropout_generator
+        if generator is None or generator.device.type == "cpu":
+            cpu = (generator or torch.random.default_generator).get_state()
+            return {"dropout_rng": cpu, "cuda_rng": cuda}
+        cuda[generator.device.index or 0] = generator.get_state()
+        return {"dropout_rng": torch.get_rng_state(), "cuda_rng": cuda}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
