@@ -312,14 +312,14 @@ class FusedEngine:
         return masks
 
     def train_epoch(self, epoch: int, stop) -> list[tuple[torch.Tensor, list[float]]]:
+        rows_per_run = self.x_train.shape[1]
         orders = torch.stack(
             [
-                torch.randperm(
-                    len(lane.experiment.dataset.x_train), generator=lane.experiment.batch_generator
-                )
+                torch.randperm(rows_per_run, generator=lane.experiment.batch_generator)
                 for lane in self.lanes
             ]
-        ).to(self.device, non_blocking=True)
+        )
+        orders = _to_device(orders, self.device)
         rows = torch.arange(len(self.lanes), device=self.device)[:, None]
         x_epoch, y_epoch = self.x_train[rows, orders], self.y_train[rows, orders]
         hyper, step_lrs = self._schedules_ahead()
@@ -349,13 +349,12 @@ class FusedEngine:
             for lane in self.lanes:
                 lane.experiment.schedule.after_optimizer_step()
         keys = table[0][0]
-        pin = self.device.type == "cuda"
         hyper = {}
         for key in keys:
             values = torch.tensor(
                 [[row[key] for row in step] for step in table], dtype=torch.float64
             )
-            hyper[key] = (values.pin_memory() if pin else values).to(self.device, non_blocking=pin)
+            hyper[key] = _to_device(values, self.device)
         step_lrs = [[step[k]["lr"] for step in table] for k in range(len(self.lanes))]
         return hyper, step_lrs
 
@@ -402,6 +401,13 @@ def _plain_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         if not (flat or type(layer) in (nn.Linear, _LaneDropout, *ELEMENTWISE)):
             return None
     return layers
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor copied to the device without waiting: from pinned memory on CUDA."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _leaf(tensor: torch.Tensor) -> torch.Tensor:

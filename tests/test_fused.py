@@ -238,3 +238,32 @@ def test_compare_fuses_by_default_and_not_with_fuse_off(tmp_path):
         assert all(s["group_size"] == (2 if s["fused"] else 1) for s in summaries)
         has_note = "rms: optimizer.name: RMSprop has no stacked update" in result.output
         assert has_note == (mode == "auto")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_a_group_trains_without_host_syncs_inside_an_epoch(tmp_path):
+    jobs = [
+        (config(name, SCHEDULES[name], seed, device="cuda"), f"{name}-seed{seed}")
+        for seed in (0, 1)
+        for name in SCHEDULES
+    ]
+    experiments = [runner.prepare(cfg) for cfg, _ in jobs]
+    engine = fused.FusedEngine([fused._StandIn(e) for e in experiments])
+    engine.begin()
+    stop = runner._StopFlag()
+    engine.train_epoch(1, stop)  # the first batch of each size is also trained run by run
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sums = engine.train_epoch(2, stop)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(loss.device.type == "cuda" for loss, _ in sums)
+    together, alone = fused_and_alone(jobs, tmp_path)
+    for mine, theirs in zip(together, alone, strict=True):
+        assert mine.status == theirs.status == "completed"
+        a, b = store.read_run(mine.path), store.read_run(theirs.path)
+        assert [r["lr"] for r in a.steps] == [r["lr"] for r in b.steps]
+        for x, y in zip(a.epochs, b.epochs, strict=True):
+            assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-5)
