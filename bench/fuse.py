@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tuning import session_cpu
+from tuning import wait_timed
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPARE = ROOT / "configs" / "compare"
@@ -46,14 +46,10 @@ def timed_command(command: list[str]) -> tuple[float, float]:
         env={**os.environ, "COLUMNS": "80"},
         start_new_session=True,
     )
-    cpu_by_pid: dict[int, float] = {}
-    while process.poll() is None:
-        cpu_by_pid.update(session_cpu(process.pid))
-        time.sleep(0.1)
-    wall = time.perf_counter() - started
+    wall, cpu = wait_timed(process, started)
     if process.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{process.stderr.read()}")
-    return wall, sum(cpu_by_pid.values())
+    return wall, cpu
 
 
 def commands(args: argparse.Namespace, runs_dir: Path) -> dict[str, list[str]]:

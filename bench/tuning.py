@@ -44,6 +44,16 @@ def session_cpu(session: int) -> dict[int, float]:
     return found
 
 
+def wait_timed(process: subprocess.Popen, started: float) -> tuple[float, float]:
+    """Wait for `process`, started in a session of its own at `started` (perf_counter): its wall
+    time, and the CPU time of every process in its session."""
+    cpu_by_pid: dict[int, float] = {}
+    while process.poll() is None:
+        cpu_by_pid.update(session_cpu(process.pid))
+        time.sleep(0.1)
+    return time.perf_counter() - started, sum(cpu_by_pid.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lr-grid", default=None, help="default: the command's own grid")
@@ -74,17 +84,12 @@ def main() -> None:
             env={**os.environ, "COLUMNS": "80"},
             start_new_session=True,
         )
-        cpu_by_pid: dict[int, float] = {}
-        while process.poll() is None:
-            cpu_by_pid.update(session_cpu(process.pid))
-            time.sleep(0.1)
-        wall = time.perf_counter() - started
+        wall, cpu = wait_timed(process, started)
         stdout.seek(0)
         stderr.seek(0)
         output, errors = stdout.read(), stderr.read()
     if process.returncode != 0:
         sys.exit(f"the command failed ({process.returncode}):\n{errors}")
-    cpu = sum(cpu_by_pid.values())
     out = max(runs_dir.glob("*-compare"), key=lambda path: path.stat().st_mtime)
     train = tuning_runs = fresh_runs = 0
     for summary in out.glob("*/*/summary.json"):
