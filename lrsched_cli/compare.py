@@ -333,8 +333,8 @@ def execute(
         try:
             with _interrupts(stop, getattr(executor, "stop", None)):
                 _import_what_gathering_needs()  # on the core left idle while the forkserver imports
-                # Another executor's jobs run alone
-                checks = executor.submit(validate_configs, configs, workers, pool is None).result()
+                fuses = pool is None or getattr(executor, "fuses", False)  # else: runs alone
+                checks = executor.submit(validate_configs, configs, workers, fuses).result()
                 _accept(checks, lint, where)
                 units, notes = plan_units(jobs, checks, workers)
                 note(notes)

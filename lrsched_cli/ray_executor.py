@@ -1,4 +1,5 @@
-"""`lrsched compare --executor ray`: every job of a comparison as a Ray task.
+"""`lrsched compare --executor ray`: every job of a comparison, or fused group of jobs, as a
+Ray task.
 
 Imported only when that option is given, so `lrsched --help` and `lrsched plot` never import Ray.
 The executor plugs into `compare.execute`'s pool seam: a context manager yielding a
@@ -118,13 +119,16 @@ class _Task:
     future: Future
     ref: Any  # the ObjectRef of its result
     key: int  # what the task tells the control actor when it starts
-    job: Any = None  # a compare.Job; None for any other function
+    job: Any = None  # a compare.Job, or a fused group's list of them; None for any other function
     runs_dir: Path | None = None
 
 
 class RayExecutor(Executor):
-    """Runs `compare._run_job` as a Ray task per job, anything else as a plain task. One thread
-    waits on the tasks, writes the returned runs, and resolves the futures."""
+    """Runs `compare._run_job` as a Ray task per job, `compare._run_group` as one per fused
+    group, anything else as a plain task. One thread waits on the tasks, writes the returned
+    runs, and resolves the futures."""
+
+    fuses = True  # compare.execute may hand it fused groups
 
     def __init__(self, storage: bool, gpus_per_job: float):
         import ray
@@ -154,13 +158,14 @@ class RayExecutor(Executor):
             if self._closing:
                 raise RuntimeError("the Ray executor is shut down")
             self._keys += 1
-            if fn is compare._run_job:
+            if fn is compare._run_job or fn is compare._run_group:
                 job, runs_dir, threads, run_plots = args[:4]
-                cpus = job.config.threads if isinstance(job.config.threads, int) else threads
+                first = job[0] if isinstance(job, list) else job
+                cpus = first.config.threads if isinstance(first.config.threads, int) else threads
                 options = {
                     "num_cpus": max(1, min(cpus or 1, self._largest_node)),
                     "num_gpus": self._gpus,
-                    "name": job.label,
+                    "name": first.label if first is job else f"{first.label}+{len(job) - 1}",
                 }
                 where = str(runs_dir) if self._storage else None
                 ref = self._job.options(**options).remote(
@@ -253,14 +258,18 @@ class RayExecutor(Executor):
             if task.future.cancel():
                 task.future.set_running_or_notify_cancel()
         else:
-            result, packed = value
-            try:
-                if packed is not None:
-                    _unpack(result, packed, task.runs_dir, task.job.label)
-            except OSError as exc:
-                result.status, result.path = "failed", None
-                result.error = f"writing its run directory here: {exc}"
-            task.future.set_result(result)
+            results, packs = value
+            if not isinstance(results, list):  # a job alone
+                results, packs = [results], [packs]
+            jobs = task.job if isinstance(task.job, list) else [task.job]
+            for result, packed, job in zip(results, packs, jobs, strict=True):
+                try:
+                    if packed is not None:
+                        _unpack(result, packed, task.runs_dir, job.label)
+                except OSError as exc:
+                    result.status, result.path = "failed", None
+                    result.error = f"writing its run directory here: {exc}"
+            task.future.set_result(results if isinstance(task.job, list) else results[0])
 
     def _lost(self, task: _Task, exc: BaseException) -> None:
         """A failed run, with the cause, for a job whose task Ray lost; the others go on."""
@@ -270,10 +279,14 @@ class RayExecutor(Executor):
         from lrsched_cli.compare import JobResult
 
         error = f"Ray lost the task ({type(exc).__name__}): {_first_line(exc)}"
-        cfg = task.job.config
-        path = _mark_lost(task.runs_dir, cfg, error) if self._storage else None
-        result = JobResult(cfg.name, cfg.seed, "failed", str(path) if path else None, error)
-        task.future.set_result(result)
+        results = []
+        for job in task.job if isinstance(task.job, list) else [task.job]:
+            cfg = job.config
+            path = _mark_lost(task.runs_dir, cfg, error) if self._storage else None
+            results.append(
+                JobResult(cfg.name, cfg.seed, "failed", str(path) if path else None, error)
+            )
+        task.future.set_result(results if isinstance(task.job, list) else results[0])
 
 
 class _Control:
@@ -326,20 +339,24 @@ class _RemoteStop:
 
 
 def _train(job, threads, run_plots, runs_dir: str | None, control, key: int):
-    """The task: train `job` (None if the comparison stopped before it started). Returns its
-    JobResult and, without shared storage, its run directory as {relative path: bytes}."""
+    """The task: train `job`, or a fused group's list of jobs (None if the comparison stopped
+    before it started). Returns its JobResult and, without shared storage, its run directory as
+    {relative path: bytes}; for a group, the lists of both."""
     import ray
 
     from lrsched_cli import compare
 
     if not ray.get(control.begin.remote(key)):
         return None
+    train = compare._run_group if isinstance(job, list) else compare._run_job
     stop = _RemoteStop(control)
     try:
         if runs_dir is not None:
-            return compare._run_job(job, Path(runs_dir), threads, run_plots, stop), None
+            return train(job, Path(runs_dir), threads, run_plots, stop), None
         with tempfile.TemporaryDirectory(prefix="lrsched-") as scratch:
-            result = compare._run_job(job, Path(scratch), threads, run_plots, stop)
+            result = train(job, Path(scratch), threads, run_plots, stop)
+            if isinstance(result, list):
+                return result, [_pack(one.path, scratch) for one in result]
             return result, _pack(result.path, scratch)
     finally:
         stop.close()

@@ -43,9 +43,16 @@ def ray_scratch(tmp_path_factory):
     ray.shutdown()
 
 
-def write_pair(directory: Path, epochs: int = 4) -> list[str]:
-    step = tiny(name="step", epochs=epochs)
-    cosine = tiny(name="cosine", epochs=epochs, scheduler={"name": "CosineAnnealingLR", "T_max": 4})
+# Shapes whose batched gradients equal a run alone's: such runs train in fused groups
+FUSABLE = {"data": {"name": "moons", "n_samples": 400, "batch_size": 32},
+           "model": {"name": "mlp", "hidden": [16, 16]}}  # fmt: skip
+
+
+def write_pair(directory: Path, epochs: int = 4, **shapes) -> list[str]:
+    step = tiny(name="step", epochs=epochs, **shapes)
+    cosine = tiny(
+        name="cosine", epochs=epochs, scheduler={"name": "CosineAnnealingLR", "T_max": 4}, **shapes
+    )
     return [
         str(write_config(directory, step, "step.yaml")),
         str(write_config(directory, cosine, "cosine.yaml")),
@@ -76,9 +83,10 @@ def run_files(out: Path) -> dict[str, dict[str, object]]:
 
 
 def test_ray_runs_equal_the_local_pools(ray_scratch, tmp_path):
-    paths = write_pair(tmp_path)
+    paths = write_pair(tmp_path, **FUSABLE)  # fused: a group of each config's 2 seeds a task
     before = set(ray_scratch.glob("lrsched-*"))
     outs = {}
+    groups = {}
     for executor in ("local", "ray"):
         runs = tmp_path / executor
         result = CliRunner().invoke(
@@ -89,6 +97,9 @@ def test_ray_runs_equal_the_local_pools(ray_scratch, tmp_path):
         assert result.exit_code == 0, result.output
         assert result.output.count("completed ") == 4  # a progress line per run, as locally
         outs[executor] = run_files(compare_dir(runs))
+        summaries = (compare_dir(runs) / "runs").glob(f"*/{store.SUMMARY_FILE}")
+        groups[executor] = sorted(json.loads(path.read_text())["group_size"] for path in summaries)
+    assert groups["ray"] == groups["local"] == [2, 2, 2, 2]
     assert len(outs["ray"]) == 4
     assert outs["ray"] == outs["local"]  # bitwise, apart from `seconds`
     assert "checkpoint.pt" in outs["ray"]["step-0"]["files"]
