@@ -229,6 +229,7 @@ class FusedEngine:
         for name in ("x_train", "y_train", "x_val", "y_val"):
             setattr(self, name, getattr(self, name).index_select(0, index))
         self.lanes = list(lanes)
+        self.batched_exact.clear()  # torch may pick other kernels for fewer runs: check again
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor):
         """Each run's gradients, and its loss as a run alone computes it, on its own batch
