@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ from lrsched_cli.config import ExperimentConfig
 # The share of the memory free at the start that a worker's group may take; the rest is for
 # other workers, the data's copies and torch's own allocations.
 MEMORY_SHARE = 0.5
+# Bytes: torch's CPU allocator aligns every tensor to 64, so a run alone's batches start at
+# this alignment plus their offset; a fused run's blocks are padded to keep the same.
+ALIGNMENT = 64
 # Activations, their gradients and vmap's batched copies, per element of a layer's output.
 ACTIVATION_COPIES = 4
 
@@ -75,7 +79,7 @@ def rehearse(experiment: runner.Experiment) -> str | None:
             engine.gradients(engine.x_train[:, :rows], engine.y_train[:, :rows])
     except Exception as exc:  # a user's model can fail in any way
         return f"model.name: {name} does not train under vmap: {exc}"
-    if not engine.batched_exact[engine.x_train[:, :rows].shape[1]]:
+    if not all(engine.batched_exact.values()):
         return (
             f"model.name: {name}'s batched gradients round otherwise than a run alone's at "
             f"data.batch_size {rows} (torch picks other kernels for small products)"
@@ -193,11 +197,11 @@ class FusedEngine:
         )
         data = [runner.to_device(lane.experiment.dataset, self.device) for lane in lanes]
         self.x_train, self.y_train, self.x_val, self.y_val = (
-            torch.stack([getattr(d, name) for d in data])
+            _stack_aligned([getattr(d, name) for d in data])
             for name in ("x_train", "y_train", "x_val", "y_val")
         )
-        # rows -> whether batched gradients equal a run alone's (gradients())
-        self.batched_exact: dict[int, bool] = {}
+        # (rows, alignment) -> whether batched gradients equal a run alone's (gradients())
+        self.batched_exact: dict[tuple[int, int], bool] = {}
         self._lane_step = grad_and_value(self._loss, has_aux=True)
         self._step = vmap(self._lane_step)
         self._layers = _plain_layers(self.model)
@@ -222,30 +226,31 @@ class FusedEngine:
         if len(lanes) == len(self.lanes):
             return
         index = torch.tensor([self.lanes.index(lane) for lane in lanes], device=self.device)
-        self.params = [_leaf(p.index_select(0, index)) for p in self.params]
+        self.params = [_leaf(p.index_select(0, index)) for p in self.params]  # fresh: aligned
         self.buffers = {name: b.index_select(0, index) for name, b in self.buffers.items()}
         self.optimizer.select(index)
         self.optimizer.set_params(self.params)
         for name in ("x_train", "y_train", "x_val", "y_val"):
-            setattr(self, name, getattr(self, name).index_select(0, index))
+            setattr(self, name, _aligned_copy(getattr(self, name).index_select(0, index)))
         self.lanes = list(lanes)
         self.batched_exact.clear()  # torch may pick other kernels for fewer runs: check again
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor):
         """Each run's gradients, and its loss as a run alone computes it, on its own batch
         (x, y: [runs, batch, ...]). Batched where that gives a run alone's bits, else run by
-        run: for some sizes (few rows, narrow layers), batched products take other kernels,
-        which round differently. The first batch of each size is trained both ways to know."""
+        run: for some sizes (few rows, narrow layers) and alignments, batched products take
+        other kernels, which round differently. The first batch of each size and alignment is
+        trained both ways to know."""
         params = dict(zip(self.names, self.params, strict=True))
         buffers = {**self.buffers, **self._dropout_masks(x.shape[1])}
-        rows = x.shape[1]
-        if self.batched_exact.get(rows, True):
+        shape = (x.shape[1], x.data_ptr() % ALIGNMENT)
+        if self.batched_exact.get(shape, True):
             batched = self._batched(params, buffers, x, y)
-            if rows in self.batched_exact:
+            if shape in self.batched_exact:
                 return batched
         alone = self._run_by_run(params, buffers, x, y)
-        if rows not in self.batched_exact:
-            self.batched_exact[rows] = _same(batched, alone)
+        if shape not in self.batched_exact:
+            self.batched_exact[shape] = _same(batched, alone)
         return alone
 
     def _batched(self, params, buffers, x, y):
@@ -322,7 +327,8 @@ class FusedEngine:
         )
         orders = _to_device(orders, self.device)
         rows = torch.arange(len(self.lanes), device=self.device)[:, None]
-        x_epoch, y_epoch = self.x_train[rows, orders], self.y_train[rows, orders]
+        x_epoch = _aligned_copy(self.x_train[rows, orders])
+        y_epoch = _aligned_copy(self.y_train[rows, orders])
         hyper, step_lrs = self._schedules_ahead()
         loss_sum = torch.zeros(len(self.lanes), device=self.device)
         size = self.batch_size
@@ -402,6 +408,32 @@ def _plain_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         if not (flat or type(layer) in (nn.Linear, _LaneDropout, *ELEMENTWISE)):
             return None
     return layers
+
+
+def _stack_aligned(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, with each run's block starting ALIGNMENT bytes into a line, as a run alone's
+    tensor does: a matrix product of few rows rounds otherwise at another alignment."""
+    first = tensors[0]
+    stacked = _aligned_empty((len(tensors), *first.shape), first.dtype, first.device)
+    for block, tensor in zip(stacked, tensors, strict=True):
+        block.copy_(tensor)
+    return stacked
+
+
+def _aligned_copy(tensor: torch.Tensor) -> torch.Tensor:
+    copy = _aligned_empty(tuple(tensor.shape), tensor.dtype, tensor.device)
+    return copy.copy_(tensor)
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+    """An empty [runs, ...] tensor whose runs' blocks each start at a multiple of ALIGNMENT
+    bytes from its (aligned) start: the rows of each block are padded to that length."""
+    runs, inner = shape[0], shape[1:]
+    size = math.prod(inner)
+    per_line = max(1, ALIGNMENT // torch.empty((), dtype=dtype).element_size())
+    stride = -(-size // per_line) * per_line
+    storage = torch.empty((runs, stride), dtype=dtype, device=device)
+    return storage[:, :size].view(runs, *inner)
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
