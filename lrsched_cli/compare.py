@@ -23,6 +23,7 @@ from typing import Any
 
 from lrsched_cli import stats, store
 from lrsched_cli.config import ConfigError, ExperimentConfig, load_configs, locate
+from lrsched_cli.errors import RunUnusable
 
 # Ten: the fewest with which a Holm-adjusted exact Wilcoxon test can tell apart some pair of
 # five configs (10 pairs x 2^(1-n) < 0.05 needs n >= 9), and DeepOBS's count for its reruns.
@@ -200,7 +201,11 @@ def validate_configs(
         else:
             checks.warnings[cfg.name] = list(plan.warnings)
             if fuse and cfg.fuse is not False:
-                checks.fusion[cfg.name] = _fusion_of(experiment, workers)
+                try:
+                    checks.fusion[cfg.name] = _fusion_of(experiment, workers)
+                except Exception as exc:  # noqa: BLE001 - a user's model: it runs unfused
+                    reason = f"model.name: {cfg.model.name} cannot be fused: {exc}"
+                    checks.fusion[cfg.name] = Fusion(None, reason)
     return checks
 
 
@@ -675,21 +680,27 @@ def _results_of(future: Future, unit: list[Job], runs_dir: Path) -> list[JobResu
     try:
         result = future.result()
     except WorkerDied as exc:  # killed, out of memory: this unit alone
-        error = str(exc)
-        ended = []
-        for job in unit:
-            match = {"pid": exc.pid, "name": job.config.name, "seed": job.config.seed}
-            path = _mark_run(runs_dir, match, "failed", error)
-            ended.append(
-                JobResult(
-                    job.config.name, job.config.seed, "failed", str(path) if path else None, error
-                )
-            )
-        return ended
+        return [_died(job, exc, runs_dir) for job in unit]
     except Exception as exc:  # another executor's failure (a cluster's lost node)
         error = f"worker died: {type(exc).__name__}: {exc}"
         return [JobResult(job.config.name, job.config.seed, "failed", error=error) for job in unit]
     return result if isinstance(result, list) else [result]
+
+
+def _died(job: Job, exc: WorkerDied, runs_dir: Path) -> JobResult:
+    """A job of a unit whose worker died: its run failed, unless it had ended before (a fused
+    group's run that completed, stopped early or diverged keeps that)."""
+    cfg = job.config
+    path = runs_dir / store.safe_name(job.label)
+    try:
+        summary = store.read_summary(path / store.SUMMARY_FILE)
+    except RunUnusable:
+        summary = {}
+    if summary.get("pid") == exc.pid and summary.get("status") not in (None, "running"):
+        return JobResult(cfg.name, cfg.seed, summary["status"], str(path), summary.get("error"))
+    match = {"pid": exc.pid, "name": cfg.name, "seed": cfg.seed}
+    marked = _mark_run(runs_dir, match, "failed", str(exc))
+    return JobResult(cfg.name, cfg.seed, "failed", str(marked) if marked else None, str(exc))
 
 
 @contextmanager

@@ -42,6 +42,10 @@ def fusion_key(experiment: runner.Experiment) -> tuple | str:
     if reason is not None:
         return reason
     model = experiment.model
+    if experiment.device.type not in ("cpu", "cuda"):
+        return f"device: {experiment.device.type} has no fused groups (cpu and cuda have)"
+    if not all(param.requires_grad for param in model.parameters()):
+        return f"model.name: {experiment.config.model.name} has frozen parameters"
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd) and type(module) is not nn.Dropout:
             return f"model.name: {type(module).__name__} has no per-run stream in a fused group"
@@ -75,16 +79,28 @@ def rehearse(experiment: runner.Experiment) -> str | None:
     name, rows = experiment.config.model.name, experiment.config.data.batch_size
     try:
         with torch.random.fork_rng(devices=[]):
+            unused = _parameters_without_gradient(experiment, rows)
+            if unused:
+                return f"model.name: {name}: no loss reaches {', '.join(unused[:3])}"
             engine = FusedEngine([lane, lane], device=torch.device("cpu"))
             engine.gradients(engine.x_train[:, :rows], engine.y_train[:, :rows])
     except Exception as exc:  # a user's model can fail in any way
-        return f"model.name: {name} does not train under vmap: {exc}"
+        return f"model.name: {name} cannot be fused: {exc}"
     if not all(engine.batched_exact.values()):
         return (
             f"model.name: {name}'s batched gradients round otherwise than a run alone's at "
             f"data.batch_size {rows} (torch picks other kernels for small products)"
         )
     return None
+
+
+def _parameters_without_gradient(experiment: runner.Experiment, rows: int) -> list[str]:
+    """The parameters that a run alone's backward pass leaves without a gradient: torch's
+    optimizer skips them, where a stacked update (given zeros) would decay them."""
+    model = copy.deepcopy(experiment.model).cpu()
+    x, y = experiment.dataset.x_train[:rows], experiment.dataset.y_train[:rows]
+    runner.loss_function(experiment.dataset.task)(model(x), y).backward()
+    return [name for name, param in model.named_parameters() if param.grad is None]
 
 
 def group_limit(experiment: runner.Experiment, workers: int) -> int:
@@ -494,6 +510,8 @@ def _lane_dropouts(model: nn.Module, batch: torch.Tensor) -> list[tuple[str, flo
     finally:
         for handle in handles:
             handle.remove()
+    if len({name for name, _, _ in found}) < len(found):
+        raise ValueError("an nn.Dropout layer runs more than once in a forward pass")
     for name, module in dropouts.items():
         parent, _, attribute = name.rpartition(".")
         setattr(model.get_submodule(parent), attribute, _LaneDropout(module.p))

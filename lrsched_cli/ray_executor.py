@@ -261,6 +261,8 @@ class RayExecutor(Executor):
             results, packs = value
             if not isinstance(results, list):  # a job alone
                 results, packs = [results], [packs]
+            elif packs is None:  # a group on shared storage: nothing to write here
+                packs = [None] * len(results)
             jobs = task.job if isinstance(task.job, list) else [task.job]
             for result, packed, job in zip(results, packs, jobs, strict=True):
                 try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import torch
@@ -284,3 +285,41 @@ def test_on_cuda_a_group_trains_without_host_syncs_inside_an_epoch(tmp_path):
         assert [r["lr"] for r in a.steps] == [r["lr"] for r in b.steps]
         for x, y in zip(a.epochs, b.epochs, strict=True):
             assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-5)
+
+
+class TwiceDropped(torch.nn.Module):
+    """One dropout layer called twice: a run alone draws two masks a step."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(2, 16), torch.nn.Linear(16, 2)
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x):
+        return self.second(self.drop(self.drop(self.first(x)).relu()))
+
+
+def test_models_a_stacked_update_would_train_otherwise_are_not_fused():
+    frozen = runner.prepare(config("frozen", SCHEDULES["none"]))
+    frozen.model[1].weight.requires_grad_(False)
+    assert fused.fusion_key(frozen) == "model.name: mlp has frozen parameters"
+    unused = runner.prepare(config("unused", SCHEDULES["none"]))
+    unused.model.register_parameter("spare", torch.nn.Parameter(torch.zeros(3)))
+    assert fused.rehearse(unused) == "model.name: mlp: no loss reaches spare"
+    twice = runner.prepare(config("twice", SCHEDULES["none"]))
+    twice.model = TwiceDropped()
+    assert "runs more than once" in fused.rehearse(twice)
+
+
+def test_a_dead_worker_fails_the_runs_of_its_group_that_had_not_ended(tmp_path):
+    ended, running = job("short", 0), job("long", 0)
+    for found, status in ((ended, "completed"), (running, "running")):
+        path = tmp_path / found.label
+        path.mkdir()
+        summary = {"name": found.config.name, "seed": 0, "status": status, "pid": 4242}
+        store.write_json(path / store.SUMMARY_FILE, {**summary, "hostname": socket.gethostname()})
+    died = compare.WorkerDied(4242, -9)
+    short, long = (compare._died(found, died, tmp_path) for found in (ended, running))
+    assert (short.status, short.path) == ("completed", str(tmp_path / ended.label))
+    assert long.status == "failed" and "killed by SIGKILL" in long.error
+    assert store.read_summary(tmp_path / running.label / store.SUMMARY_FILE)["status"] == "failed"
