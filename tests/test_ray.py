@@ -107,7 +107,7 @@ def test_ray_runs_equal_the_local_pools(ray_scratch, tmp_path):
 
 
 def test_with_storage_the_workers_write_the_comparison_there(ray_scratch, tmp_path):
-    paths = write_pair(tmp_path)
+    paths = write_pair(tmp_path, **FUSABLE)  # fused groups, whose tasks write there too
     local, shared = tmp_path / "local", tmp_path / "shared"
     for extra in (["--runs-dir", str(local)], ["--executor", "ray", "--storage", str(shared)]):
         result = CliRunner().invoke(app, ["compare", *paths, "--seeds", "2", "--jobs", "2", *extra])
