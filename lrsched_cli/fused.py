@@ -181,7 +181,10 @@ def run_group(
             engine = FusedEngine(lanes)
         except BaseException as exc:
             for lane in lanes:
-                lane.fail(exc)
+                if isinstance(exc, KeyboardInterrupt):  # as a Ctrl-C before the first epoch
+                    lane.summary["status"] = "interrupted"
+                else:
+                    lane.fail(exc)
                 lane.close()
             raise
         runner.run_lanes(lanes, engine, stop)
