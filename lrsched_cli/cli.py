@@ -905,7 +905,6 @@ def _compare_tuned(
                 baseline=baseline,
                 center=lr_center,
                 on_notes=_print_notes(progress),
-                note=_print_notes(progress),
             )
     except BaseException:
         if made_runs_dir:

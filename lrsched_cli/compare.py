@@ -322,12 +322,10 @@ def execute(
             for unit in units:
                 if stop.is_set():
                     break
-                crashed = [
-                    _crashed(job, checks, where)
-                    for job in unit
-                    if job.config.name in checks.crashes
-                ]
-                ended = crashed or _run_unit(unit, runs_dir, None, run_plots, stop)
+                if unit[0].config.name in checks.crashes:  # a crashed config's runs are alone
+                    ended = [_crashed(job, checks, where) for job in unit]
+                else:
+                    ended = _run_unit(unit, runs_dir, None, run_plots, stop)
                 for result in ended:
                     results.append(result)
                     on_result(result)

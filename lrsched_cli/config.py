@@ -337,6 +337,17 @@ class OptimizerConfig(_Open):
     lr: float = Field(gt=0, lt=FLOAT32_MAX, description="the initial learning rate")
 
 
+def _auto_or_bool(value: Any, handler: Any) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("auto_or_bool", "input should be auto, true or false") from None
+
+
+# `auto` or a boolean, reported as one error rather than one per member
+AutoOrBool = Annotated[Literal["auto"] | bool, WrapValidator(_auto_or_bool)]
+
+
 def AutoOr(least: int, most: int | None = None) -> Any:  # noqa: N802 (used as a type)
     """`auto` or an int in [least, most], reported as one error rather than one per member."""
     bounds = f"from {least} to {most}" if most is not None else f">= {least}"
@@ -417,7 +428,7 @@ class ExperimentConfig(_Closed):
         "auto",
         description="epochs between checkpoints; 0: none; auto: at most one save per 30 s",
     )
-    fuse: Literal["auto"] | bool = Field(
+    fuse: AutoOrBool = Field(
         "auto",
         description="compare: train with runs of the same model, data and optimizer in one "
         "batched loop; auto: where it can; true: and say why where it cannot; false: never",

@@ -216,7 +216,7 @@ class FusedEngine:
         )
         data = [runner.to_device(lane.experiment.dataset, self.device) for lane in lanes]
         self.x_train, self.y_train, self.x_val, self.y_val = (
-            _stack_aligned([getattr(d, name) for d in data])
+            _aligned_copy(torch.stack([getattr(d, name) for d in data]))
             for name in ("x_train", "y_train", "x_val", "y_val")
         )
         # (rows, alignment) -> whether batched gradients equal a run alone's (gradients())
@@ -429,17 +429,10 @@ def _plain_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return layers
 
 
-def _stack_aligned(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """torch.stack, with each run's block starting ALIGNMENT bytes into a line, as a run alone's
-    tensor does: a matrix product of few rows rounds otherwise at another alignment."""
-    first = tensors[0]
-    stacked = _aligned_empty((len(tensors), *first.shape), first.dtype, first.device)
-    for block, tensor in zip(stacked, tensors, strict=True):
-        block.copy_(tensor)
-    return stacked
-
-
 def _aligned_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of a [runs, ...] tensor with each run's block starting at a multiple of ALIGNMENT
+    bytes, as a run alone's tensor does: a matrix product of few rows rounds otherwise at
+    another alignment."""
     copy = _aligned_empty(tuple(tensor.shape), tensor.dtype, tensor.device)
     return copy.copy_(tensor)
 

@@ -446,9 +446,8 @@ class Lane:
         self.checkpoints = CheckpointPolicy(cfg.checkpoint_every, cfg.epochs)
         self.stopper = EarlyStopping.replay(cfg.early_stopping, self.records)
         self.events = None
-        if (
-            cfg.tensorboard
-        ):  # from the rows as they are kept: the events `export tensorboard` writes
+        # From the rows as they are kept: the events `export tensorboard` writes
+        if cfg.tensorboard:
             from lrsched_cli.tensorboard import RunEvents
 
             self.observer = self.events = RunEvents(path, self.observer)

@@ -451,18 +451,19 @@ def tune_and_compare(
     center: str = "config",
     notes: list[str] = (),
     on_notes: Callable[[list[str]], None] = lambda notes: None,
-    note: Callable[[list[str]], None] = lambda notes: None,
 ) -> tuple[comparing.Comparison, TuningResult]:
     """Tune every config's peak lr on `tune_seeds` (runs under out_dir/tuning), then compare the
-    picks on `seeds`, ranked by the test metric that matches `metric`."""
+    picks on `seeds`, ranked by the test metric that matches `metric`. `on_notes` gets the notes
+    on configs that cannot be fused, then the tuning's own."""
     val_metric, test_metric = metrics_for(metric)
     stop = comparing.StopFlag()
     linted = False
 
     def run(jobs: list[comparing.Job], owners: dict[str, tuple[str, float]]):
-        nonlocal linted, note
-        # The schedules' lint is shown once, before the first tuning run; --strict stops there.
-        check = lint if not linted else (lambda found: None)
+        nonlocal linted
+        # The schedules' lint and the fusion notes are shown once, before the first tuning run;
+        # --strict stops there.
+        check, show = (lint, on_notes) if not linted else (_ignore, _ignore)
         linted = True
         # A config error names the file of the config the point was made from.
         files = {
@@ -478,9 +479,8 @@ def tune_and_compare(
             files=files,
             overrides=inputs.overrides,
             pool=pool,
-            note=note,
+            note=show,
         )
-        note = _no_notes  # the same configs, the same notes: shown once
         if stop.is_set():
             raise KeyboardInterrupt
         return results
@@ -512,10 +512,9 @@ def tune_and_compare(
         pool=pool,
         baseline=baseline,
         tuning=result.document(),
-        note=note,
     )
     return comparison, result
 
 
-def _no_notes(notes: list[str]) -> None:
+def _ignore(found: Any) -> None:
     pass

@@ -323,3 +323,11 @@ def test_a_dead_worker_fails_the_runs_of_its_group_that_had_not_ended(tmp_path):
     assert (short.status, short.path) == ("completed", str(tmp_path / ended.label))
     assert long.status == "failed" and "killed by SIGKILL" in long.error
     assert store.read_summary(tmp_path / running.label / store.SUMMARY_FILE)["status"] == "failed"
+
+
+def test_a_bad_fuse_value_is_one_message():
+    from lrsched_cli.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        validate(tiny(fuse="maybe"))
+    assert str(caught.value) == "fuse: input should be auto, true or false (got 'maybe')"
